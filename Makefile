@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh clone:
+#   make demo   creates .venv from requirements.txt, generates data/ if missing, trains and evaluates
+#   make test   creates .venv if needed and runs the test suite
+PYTHON_BASE ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: demo test data bench bccd clean-venv
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PYTHON) tools/demo.py
+
+test: $(VENV)/.installed
+	$(PYTHON) -m pytest -q
+
+data: $(VENV)/.installed
+	$(PYTHON) tools/make_synthetic_dataset.py --output data
+
+bench: $(VENV)/.installed
+	$(PYTHON) bench/bench_eval.py
+	$(PYTHON) bench/bench_train.py
+
+bccd: $(VENV)/.installed
+	$(PYTHON) tools/bccd_run.py
+
+clean-venv:
+	rm -rf $(VENV)

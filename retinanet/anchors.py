@@ -1,0 +1,77 @@
+"""Anchor boxes for pyramid levels P3-P7.
+
+Level ``l`` has stride ``2**l`` and base size ``4 * 2**l`` (32 on P3 ... 512 on P7); every
+location gets ``len(ratios) * len(scales)`` anchors (9 by default), centred on the cell.
+Anchors are ordered level by level, then row-major over locations, then anchor index: the
+same order in which the heads flatten their outputs.
+"""
+import math
+
+import torch
+from torch import nn
+
+DEFAULT_LEVELS = (3, 4, 5, 6, 7)
+DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+DEFAULT_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+
+
+def cell_anchors(base_size, ratios, scales):
+    """Anchors centred on (0, 0) for one level: (len(ratios) * len(scales), 4)."""
+    shapes = []
+    for ratio in ratios:  # ratio = height / width
+        for scale in scales:
+            area = (base_size * scale) ** 2
+            width = math.sqrt(area / ratio)
+            height = width * ratio
+            shapes.append((-width / 2, -height / 2, width / 2, height / 2))
+    return torch.tensor(shapes, dtype=torch.float32)
+
+
+class AnchorGenerator(nn.Module):
+    """Builds (and caches) the anchors for a set of feature-map sizes."""
+
+    def __init__(self, levels=DEFAULT_LEVELS, ratios=DEFAULT_RATIOS, scales=DEFAULT_SCALES):
+        super().__init__()
+        self.levels = tuple(levels)
+        self.strides = tuple(2 ** level for level in self.levels)
+        self.num_anchors = len(ratios) * len(scales)
+        self._cells = [cell_anchors(4 * stride, ratios, scales) for stride in self.strides]
+        self._cache = {}
+
+    def forward(self, feature_sizes, device, dtype=torch.float32):
+        """feature_sizes: one (height, width) per level -> anchors (sum_l H_l * W_l * A, 4)."""
+        key = (tuple(tuple(size) for size in feature_sizes), str(device), dtype)
+        anchors = self._cache.get(key)
+        if anchors is None:
+            anchors = torch.cat(
+                [self._level_anchors(cell, stride, size, device, dtype)
+                 for cell, stride, size in zip(self._cells, self.strides, feature_sizes)]
+            )
+            if len(self._cache) > 64:  # many distinct image sizes: keep memory bounded
+                self._cache.clear()
+            self._cache[key] = anchors
+        return anchors
+
+    @staticmethod
+    def _level_anchors(cell, stride, size, device, dtype):
+        height, width = size
+        shift_x = (torch.arange(width, device=device, dtype=dtype) + 0.5) * stride
+        shift_y = (torch.arange(height, device=device, dtype=dtype) + 0.5) * stride
+        grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
+        shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=-1).reshape(-1, 1, 4)
+        return (shifts + cell.to(device=device, dtype=dtype)[None]).reshape(-1, 4)
+
+
+def num_anchors_for_image(height, width, levels=DEFAULT_LEVELS, anchors_per_location=9):
+    """Anchors a padded (height, width) input gets: ceil-divided feature sizes per level."""
+    sizes = feature_sizes_for_image(height, width, levels)
+    return [h * w * anchors_per_location for h, w in sizes]
+
+
+def feature_sizes_for_image(height, width, levels=DEFAULT_LEVELS):
+    """Feature-map sizes that the backbone and FPN produce for an input of this size."""
+    sizes = []
+    for level in levels:
+        stride = 2 ** level
+        sizes.append((math.ceil(height / stride), math.ceil(width / stride)))
+    return sizes

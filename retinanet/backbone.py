@@ -1,0 +1,162 @@
+"""ResNet backbones (He et al., 2016) returning C3, C4, C5.
+
+Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so the
+``resnet{18,34,50,101,152}-*.pth`` files users already have load directly.
+
+Normalisation is a choice (``norm``):
+- ``frozen_bn``: BatchNorm with fixed statistics and affine parameters (the paper's choice with
+  ImageNet weights; from scratch it is the identity at initialisation).
+- ``bn``: ordinary trainable BatchNorm.
+- ``gn``: GroupNorm with 32 groups, independent of the batch size.
+"""
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+NORM_CHOICES = ("frozen_bn", "bn", "gn")
+# depth -> (block type, blocks per stage)
+RESNET_LAYOUTS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+def make_norm(norm, channels):
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d(channels)
+    if norm == "gn":
+        return nn.GroupNorm(32, channels)
+    raise ValueError(f"unknown norm {norm!r}; choose one of {NORM_CHOICES}")
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_channels, channels, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = make_norm(norm, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = make_norm(norm, channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, channels * self.expansion, stride, norm)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_channels, channels, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.bn1 = make_norm(norm, channels)
+        # Stride on the 3x3 convolution (ResNet v1.5), as torchvision's weights expect.
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
+        self.bn2 = make_norm(norm, channels)
+        self.conv3 = nn.Conv2d(channels, channels * self.expansion, 1, bias=False)
+        self.bn3 = make_norm(norm, channels * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, channels * self.expansion, stride, norm)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _shortcut(in_channels, out_channels, stride, norm):
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), make_norm(norm, out_channels))
+
+
+class ResNet(nn.Module):
+    """ResNet trunk; ``forward`` returns [C3, C4, C5] with strides 8, 16, 32."""
+
+    def __init__(self, depth, norm="frozen_bn"):
+        super().__init__()
+        if depth not in RESNET_LAYOUTS:
+            raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(RESNET_LAYOUTS)}")
+        block_kind, blocks_per_stage = RESNET_LAYOUTS[depth]
+        block = BasicBlock if block_kind == "basic" else Bottleneck
+        self.depth = depth
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = make_norm(norm, 64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        in_channels = 64
+        for stage, (channels, num_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage), start=1):
+            layers = []
+            for index in range(num_blocks):
+                stride = 2 if stage > 1 and index == 0 else 1
+                layers.append(block(in_channels, channels, stride, norm))
+                in_channels = channels * block.expansion
+            setattr(self, f"layer{stage}", nn.Sequential(*layers))
+        self.out_channels = tuple(c * block.expansion for c in (128, 256, 512))
+        self._init_weights(block)
+
+    def _init_weights(self, block):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        # Zero the last trainable norm of each residual branch so every block starts as the
+        # identity, which helps deep ResNets train from scratch (Goyal et al., 2017). Frozen
+        # norms are left alone: a zero there could never move again.
+        for module in self.modules():
+            if isinstance(module, block):
+                last_norm = module.bn3 if isinstance(module, Bottleneck) else module.bn2
+                if isinstance(last_norm, (nn.BatchNorm2d, nn.GroupNorm)):
+                    nn.init.zeros_(last_norm.weight)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c3, c4, c5]
+
+
+def load_pretrained_backbone(backbone, path):
+    """Load torchvision-layout ResNet weights from a local file into ``backbone``.
+
+    Returns (missing_keys, unexpected_keys). Raises ValueError when the file does not fit
+    the backbone's depth (shape mismatches or almost nothing in common).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    own = backbone.state_dict()
+    mismatched = [
+        f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+        for key, value in state.items() if key in own and own[key].shape != value.shape
+    ]
+    if mismatched:
+        raise ValueError(
+            f"{path} does not fit a ResNet-{backbone.depth} backbone ({len(mismatched)} shape mismatches, "
+            f"e.g. {mismatched[0]}); pass the weights of the same depth"
+        )
+    common = [key for key in state if key in own]
+    if len(common) < len(own) // 2:
+        raise ValueError(
+            f"{path} shares only {len(common)} of {len(own)} parameter names with a ResNet-{backbone.depth} "
+            "backbone; it is not a torchvision-layout ResNet of this depth"
+        )
+    result = backbone.load_state_dict(state, strict=False)
+    return list(result.missing_keys), list(result.unexpected_keys)

@@ -1,0 +1,173 @@
+"""Command-line options shared by the scripts, with checks that fail at parse time.
+
+Each script builds one ``argparse`` parser from these groups (``parents=[...]``), so a flag
+means the same thing everywhere and a bad value is refused before any work starts.
+"""
+import argparse
+import os
+
+import torch
+
+from .backbone import NORM_CHOICES, RESNET_LAYOUTS
+from .model import HEAD_NORM_CHOICES
+from .optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+
+
+def positive_int(text):
+    value = _parse(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = _parse(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = _parse(float, text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = _parse(float, text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def probability(text):
+    value = _parse(float, text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def unit_interval(text):
+    value = _parse(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _parse(kind, text):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def device_parent():
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("device")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
+    group.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                       help="data-loading worker processes (default: number of cores, at most 4)")
+    group.add_argument("--amp", action="store_true",
+                       help="mixed precision (bfloat16 where supported, else float16 with a gradient scaler); CUDA only")
+    group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")
+    return parser
+
+
+def image_size_parent(min_side=608, max_side=1024):
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("image size")
+    group.add_argument("--min_side", type=positive_int, default=min_side,
+                       help=f"resize so the short side has this length (default: {min_side})")
+    group.add_argument("--max_side", type=positive_int, default=max_side,
+                       help=f"...unless the long side would exceed this (default: {max_side})")
+    return parser
+
+
+def decoding_parent():
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("detection decoding")
+    group.add_argument("--score_threshold", "--threshold", dest="score_threshold", type=unit_interval, default=0.05,
+                       help="drop detections scoring below this (default: 0.05)")
+    group.add_argument("--nms_iou", type=unit_interval, default=0.5, help="IoU for per-class NMS (default: 0.5)")
+    group.add_argument("--max_detections", type=positive_int, default=100,
+                       help="detections kept per image (default: 100, what COCOeval counts)")
+    return parser
+
+
+def model_parent():
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("model")
+    group.add_argument("--depth", type=int, default=50, choices=sorted(RESNET_LAYOUTS),
+                       help="ResNet depth (default: 50)")
+    group.add_argument("--norm", default="auto", choices=("auto",) + NORM_CHOICES,
+                       help="backbone normalisation: auto = frozen_bn with --pretrained, gn without (default: auto)")
+    group.add_argument("--head_norm", default="gn", choices=HEAD_NORM_CHOICES,
+                       help="GroupNorm in the FPN and heads, or none (default: gn)")
+    group.add_argument("--fpn_channels", type=positive_int, default=256,
+                       help="channels of the FPN and heads, a multiple of 32 (default: 256)")
+    group.add_argument("--prior", type=probability, default=0.01,
+                       help="initial foreground probability of the classifier (default: 0.01)")
+    group.add_argument("--pretrained", default=None, metavar="PATH",
+                       help="local torchvision ResNet weights (resnet50-*.pth ...) for the backbone")
+    return parser
+
+
+def training_parent():
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default: 20)")
+    group.add_argument("--batch_size", type=positive_int, default=2, help="images per batch (default: 2)")
+    group.add_argument("--drop_last", action="store_true",
+                       help="drop each aspect-ratio group's last incomplete batch every epoch")
+    group.add_argument("--optimizer", default="adam", choices=OPTIMIZER_CHOICES, help="optimizer (default: adam)")
+    group.add_argument("--learning_rate", "--lr", dest="learning_rate", type=positive_float, default=1e-4,
+                       help="base learning rate (default: 1e-4)")
+    group.add_argument("--weight_decay", type=non_negative_float, default=0.0,
+                       help="weight decay (default: 0; try 1e-4 with sgd, 0.05 with adamw)")
+    group.add_argument("--momentum", type=unit_interval, default=0.9, help="SGD momentum (default: 0.9)")
+    group.add_argument("--lr_schedule", default="multistep", choices=SCHEDULE_CHOICES,
+                       help="multistep: multiply by --lr_gamma at each milestone; cosine: decay to 0 (default: multistep)")
+    group.add_argument("--milestones", type=positive_int, nargs="*", default=None,
+                       help="epochs after which the learning rate drops (default: at 2/3 and 8/9 of --epochs)")
+    group.add_argument("--lr_gamma", type=probability, default=0.1, help="factor at each milestone (default: 0.1)")
+    group.add_argument("--warmup_iters", type=non_negative_int, default=100,
+                       help="linear learning-rate warm-up iterations (default: 100; 0 disables)")
+    group.add_argument("--grad_clip", type=non_negative_float, default=0.1,
+                       help="clip the gradient norm to this (default: 0.1; 0 disables)")
+    group.add_argument("--alpha", type=unit_interval, default=0.25, help="focal loss alpha (default: 0.25)")
+    group.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma (default: 2.0)")
+    return parser
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def amp_dtype_for(device, enabled):
+    """The autocast dtype for --amp: bfloat16 where the GPU supports it, else float16."""
+    if not enabled:
+        return None
+    if device.type != "cuda":
+        raise SystemExit("error: --amp needs a CUDA device; on the CPU train in float32")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def check_image_sizes(parser, args):
+    if args.min_side > args.max_side:
+        parser.error(f"--min_side {args.min_side} is larger than --max_side {args.max_side}")
+
+
+def check_existing_dir(parser, path, flag):
+    if not os.path.isdir(path):
+        parser.error(f"{flag} {path}: no such folder")
+
+
+def check_existing_file(parser, path, flag):
+    if path is not None and not os.path.isfile(path):
+        parser.error(f"{flag} {path}: no such file")

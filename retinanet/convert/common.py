@@ -1,0 +1,98 @@
+"""What both converters share: the error, the problem log, the image record and the box rules.
+
+A box is read from text with ``parse_numbers`` and clipped with ``clip_box``; problems confined
+to one box or one image go to the ``ProblemLog`` and the box or image is skipped, while input
+that cannot be converted at all raises ``ConversionError``.
+"""
+import math
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+# Every kind of problem, and what the converter did about it.
+PROBLEM_KINDS = {
+    'missing_annotation': 'images skipped: listed in a split file, but the XML is missing',
+    'bad_annotation': 'images skipped: the XML cannot be parsed',
+    'duplicate_image': 'images skipped: listed twice in the same split file',
+    'missing_image': 'images skipped: image file not found',
+    'unreadable_image': 'images skipped: image file cannot be read',
+    'bad_coordinates': 'boxes skipped: missing or non-numeric coordinates',
+    'degenerate_box': 'boxes skipped: zero or negative width or height',
+    'unknown_class': 'boxes skipped: class name not in the class list',
+    'size_mismatch': 'sizes corrected: XML <size> missing or different from the image file',
+    'filename_mismatch': 'file names corrected: XML <filename> not found, image found by XML name',
+}
+
+
+class ConversionError(ValueError):
+    """The input cannot be converted at all: the message names the file and the problem."""
+
+
+@dataclass
+class ImageRecord:
+    """One output image: its source file, decoded size and boxes (category_id, [x, y, w, h], iscrowd)."""
+    source_path: str
+    width: int
+    height: int
+    boxes: list = field(default_factory=list)
+
+
+class ProblemLog:
+    """Problems met while reading the input, as (kind, message) pairs in the order found."""
+
+    def __init__(self):
+        self.entries = []
+
+    def add(self, kind, message):
+        assert kind in PROBLEM_KINDS, kind
+        self.entries.append((kind, message))
+
+
+def read_image_size(path):
+    """(width, height) of the image as decoded, from the file header (pixels are not decoded).
+
+    EXIF orientations 5-8 rotate the image by 90 degrees, so they swap width and height.
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def read_size_or_report(image_path, where, problems):
+    try:
+        return read_image_size(image_path)
+    except (OSError, SyntaxError) as error:  # Pillow's errors for files it cannot identify or parse
+        problems.add('unreadable_image', f"{where}: {image_path}: {error}")
+        return None
+
+
+def parse_numbers(texts, where, problems):
+    """Floats of ``texts``, or None (reported) when one is missing, non-numeric or infinite."""
+    try:
+        values = [float(text) for text in texts]
+    except (TypeError, ValueError):
+        values = [math.nan]
+    if not all(math.isfinite(value) for value in values):
+        problems.add('bad_coordinates', f"{where}: coordinates {list(texts)} are not all numbers")
+        return None
+    return values
+
+
+def clip_box(x1, y1, x2, y2, size, where, problems):
+    """Clip corners to the image; return [x, y, w, h], or None (reported) when empty."""
+    width, height = size
+    left, right = min(max(x1, 0), width), min(max(x2, 0), width)
+    top, bottom = min(max(y1, 0), height), min(max(y2, 0), height)
+    if right <= left or bottom <= top:
+        problems.add('degenerate_box', f"{where}: box x1={x1:g} y1={y1:g} x2={x2:g} y2={y2:g} "
+                                       f"is empty after clipping to the {width}x{height} image")
+        return None
+    return [stable_number(left), stable_number(top), stable_number(right - left), stable_number(bottom - top)]
+
+
+def stable_number(value):
+    """An int when the value is whole, else a float rounded to 3 decimals (stable JSON text)."""
+    return int(value) if float(value).is_integer() else round(float(value), 3)

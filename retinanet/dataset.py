@@ -1,0 +1,134 @@
+"""COCO-format detection data.
+
+Layout: ``{root}/{set_name}.json`` (COCO instances) with images in ``{root}/images/{set_name}/``.
+
+The data contract, used everywhere in this package. A sample is ``(image, target)``:
+- ``image``: float32 tensor (3, H, W), resized (``transforms.py``) and ImageNet-normalised;
+- ``target``: dict with ``boxes`` float32 (N, 4) xyxy in resized-image pixels, ``labels`` int64
+  (N,) contiguous in [0, num_classes), ``image_id`` (the COCO id), ``orig_size`` (height, width)
+  of the file, ``size`` (height, width) after resizing and ``scale`` (resized / original).
+:func:`collate` pads a batch to a common size, a multiple of 32, giving (B, 3, H, W) and a list
+of targets. Contiguous labels map to COCO category ids in ascending id order
+(``label_to_category_id``), so ids need not start at 1 or be contiguous.
+Boxes are cleaned by one rule shared with the dataset checker (``dataset_check.sanitize_box``):
+clipped to the image, dropped when under 1 px wide or high; ``iscrowd`` regions are not trained on.
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .dataset_check import sanitize_box
+from .image_io import ImageReadError, load_image_rgb
+
+
+class CocoDetection(Dataset):
+    def __init__(self, root, set_name, transform, skip_unreadable=False):
+        self.root = root
+        self.set_name = set_name
+        self.json_path = os.path.join(root, f"{set_name}.json")
+        self.image_dir = os.path.join(root, "images", set_name)
+        self.transform = transform
+        self.skip_unreadable = skip_unreadable
+        with open(self.json_path, "rb") as handle:
+            coco = json.load(handle)
+        categories = sorted(coco["categories"], key=lambda category: category["id"])
+        self.label_to_category_id = [int(category["id"]) for category in categories]
+        self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
+        self.class_names = [str(category["name"]) for category in categories]
+        self.images = sorted(coco["images"], key=lambda image: image["id"])
+        self.has_annotations = bool(coco.get("annotations"))
+        self._boxes, self._labels = self._index_annotations(coco.get("annotations") or [])
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def _index_annotations(self, annotations):
+        by_image = {image["id"]: ([], []) for image in self.images}
+        sizes = {image["id"]: (image["width"], image["height"]) for image in self.images}
+        for annotation in annotations:
+            if annotation.get("iscrowd", 0):
+                continue
+            width, height = sizes[annotation["image_id"]]
+            box = sanitize_box(annotation["bbox"], width, height)
+            if box is None:
+                continue
+            boxes, labels = by_image[annotation["image_id"]]
+            boxes.append(box)
+            labels.append(self.category_id_to_label[annotation["category_id"]])
+        all_boxes, all_labels = [], []
+        for image in self.images:
+            boxes, labels = by_image[image["id"]]
+            all_boxes.append(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+            all_labels.append(np.asarray(labels, dtype=np.int64))
+        return all_boxes, all_labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def aspect_ratios(self):
+        """Width / height of every image, from the JSON (no image is decoded)."""
+        return [image["width"] / image["height"] for image in self.images]
+
+    def ground_truth(self, index):
+        """Cleaned boxes (N, 4) xyxy in original pixels and contiguous labels (N,) of one image."""
+        return self._boxes[index], self._labels[index]
+
+    def restrict_to(self, image_ids):
+        """Keep only the given image ids (in that order)."""
+        position = {image["id"]: index for index, image in enumerate(self.images)}
+        keep = [position[image_id] for image_id in image_ids]
+        self.images = [self.images[i] for i in keep]
+        self._boxes = [self._boxes[i] for i in keep]
+        self._labels = [self._labels[i] for i in keep]
+
+    def image_path(self, index):
+        return os.path.join(self.image_dir, self.images[index]["file_name"])
+
+    def __getitem__(self, key):
+        """key: an index, or (index, augmentation seed) as the batch sampler yields."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        info = self.images[index]
+        try:
+            image = load_image_rgb(self.image_path(index))
+        except ImageReadError as error:
+            if not self.skip_unreadable:
+                raise
+            print(f"warning: skipping image id {info['id']}: {error}", file=sys.stderr)
+            return None
+        rng = np.random.default_rng(seed) if seed is not None else None
+        tensor, boxes, scale = self.transform(image, self._boxes[index], rng)
+        target = {
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+            "labels": torch.from_numpy(self._labels[index]),
+            "image_id": int(info["id"]),
+            "orig_size": tuple(image.shape[:2]),
+            "size": tuple(tensor.shape[-2:]),
+            "scale": float(scale),
+        }
+        return tensor, target
+
+
+def collate(batch, size_divisor=32):
+    """Pad images to a common (H, W), multiples of ``size_divisor``.
+
+    Samples that failed to load (None) are dropped; the number dropped is returned so the
+    training loop can count them. Returns (images (B, 3, H, W), targets, num_skipped).
+    """
+    samples = [sample for sample in batch if sample is not None]
+    num_skipped = len(batch) - len(samples)
+    if not samples:
+        return None, [], num_skipped
+    height = max(image.shape[1] for image, _ in samples)
+    width = max(image.shape[2] for image, _ in samples)
+    height = int(math.ceil(height / size_divisor) * size_divisor)
+    width = int(math.ceil(width / size_divisor) * size_divisor)
+    images = torch.zeros(len(samples), 3, height, width)
+    for slot, (image, _) in enumerate(samples):
+        images[slot, :, : image.shape[1], : image.shape[2]] = image
+    return images, [target for _, target in samples], num_skipped

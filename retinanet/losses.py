@@ -1,0 +1,84 @@
+"""Focal loss for classification and smooth-L1 loss for boxes, with IoU anchor assignment.
+
+Assignment: an anchor whose best IoU with a ground-truth box is >= ``positive_iou`` (0.5) is a
+positive for that box; below ``negative_iou`` (0.4) it is background; in between it is ignored.
+Both losses are summed per image, divided by that image's number of positives (at least 1),
+then averaged over the batch. An image without boxes therefore trains classification as all
+background and contributes exactly zero box loss. Everything is vectorised over the batch.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import boxes as box_ops
+
+
+def focal_loss(logits, targets, alpha=0.25, gamma=2.0):
+    """Element-wise sigmoid focal loss (Lin et al., 2017): same shape as ``logits``."""
+    probabilities = torch.sigmoid(logits)
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probabilities * targets + (1 - probabilities) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return alpha_t * (1 - p_t) ** gamma * cross_entropy
+
+
+def pad_targets(targets, device):
+    """List of per-image targets -> (boxes (B, M, 4), labels (B, M), valid (B, M)), M >= 1."""
+    max_boxes = max(1, max(len(t["boxes"]) for t in targets))
+    batch = len(targets)
+    boxes = torch.zeros(batch, max_boxes, 4, device=device)
+    labels = torch.zeros(batch, max_boxes, dtype=torch.long, device=device)
+    valid = torch.zeros(batch, max_boxes, dtype=torch.bool, device=device)
+    for index, target in enumerate(targets):
+        count = len(target["boxes"])
+        boxes[index, :count] = target["boxes"].to(device, non_blocking=True)
+        labels[index, :count] = target["labels"].to(device, non_blocking=True)
+        valid[index, :count] = True
+    return boxes, labels, valid
+
+
+def assign_anchors(anchors, gt_boxes, gt_valid, positive_iou=0.5, negative_iou=0.4):
+    """anchors (N, 4), gt_boxes (B, M, 4), gt_valid (B, M) ->
+    matched index (B, N) into M, positive mask (B, N), negative mask (B, N)."""
+    iou = box_ops.pairwise_iou(anchors[None], gt_boxes)  # (B, N, M)
+    iou = iou.masked_fill(~gt_valid[:, None, :], -1.0)
+    best_iou, matched = iou.max(dim=2)
+    positive = best_iou >= positive_iou
+    negative = best_iou < negative_iou
+    return matched, positive, negative
+
+
+class RetinaNetLoss(nn.Module):
+    def __init__(self, alpha=0.25, gamma=2.0, positive_iou=0.5, negative_iou=0.4, smooth_l1_beta=1.0 / 9):
+        super().__init__()
+        self.alpha = alpha
+        self.gamma = gamma
+        self.positive_iou = positive_iou
+        self.negative_iou = negative_iou
+        self.smooth_l1_beta = smooth_l1_beta
+
+    def forward(self, outputs, targets):
+        """outputs: the model's dict; targets: list of dicts with ``boxes`` (M_i, 4) xyxy and
+        ``labels`` (M_i,). Returns {'cls_loss', 'box_loss', 'loss'} scalar tensors."""
+        cls_logits = outputs["cls_logits"].float()
+        box_deltas = outputs["box_deltas"].float()
+        anchors = outputs["anchors"].float()
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets, cls_logits.device)
+        matched, positive, negative = assign_anchors(
+            anchors, gt_boxes, gt_valid, self.positive_iou, self.negative_iou
+        )
+        num_positive = positive.sum(dim=1).clamp(min=1).float()  # (B,)
+
+        matched_labels = torch.gather(gt_labels, 1, matched)  # (B, N)
+        cls_targets = torch.zeros_like(cls_logits)
+        cls_targets[positive, matched_labels[positive]] = 1.0
+        counted = (positive | negative).unsqueeze(-1).to(cls_logits.dtype)
+        per_anchor = focal_loss(cls_logits, cls_targets, self.alpha, self.gamma) * counted
+        cls_loss = (per_anchor.sum(dim=(1, 2)) / num_positive).mean()
+
+        matched_boxes = torch.gather(gt_boxes, 1, matched[..., None].expand(-1, -1, 4))  # (B, N, 4)
+        regression_targets = box_ops.encode(anchors[None].expand_as(matched_boxes), matched_boxes)
+        box_error = F.smooth_l1_loss(box_deltas, regression_targets, beta=self.smooth_l1_beta, reduction="none")
+        box_error = box_error.sum(dim=2) * positive.to(box_error.dtype)
+        box_loss = (box_error.sum(dim=1) / num_positive).mean()
+        return {"cls_loss": cls_loss, "box_loss": box_loss, "loss": cls_loss + box_loss}

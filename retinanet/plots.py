@@ -1,0 +1,135 @@
+"""Training curves as small PNG files, drawn from the records of a run's ``metrics.jsonl``.
+
+A record is one finished epoch (see ``retinanet/experiment.py``): ``epoch`` (1-based), ``loss``,
+``cls_loss``, ``box_loss`` and, on epochs where validation ran, ``coco`` with the 12 COCO numbers
+(``AP``, ``AP50``, ...; -1 where COCOeval had no ground truth to score).
+
+Figures are built with matplotlib's object API and the Agg canvas, so nothing here touches
+pyplot's global state or needs a display. Each PNG is 9 x 3.5 inches at 100 dpi (900 x 350
+pixels, a few tens of KB) and is written atomically: a reader never sees half a file.
+"""
+import os
+
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+FIGURE_SIZE = (9.0, 3.5)
+DPI = 100
+LOSS_KEYS = ("loss", "cls_loss", "box_loss")
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+LOSS_LABELS = {"loss": "total", "cls_loss": "classification", "box_loss": "regression"}
+
+
+def plot_run_curves(metrics_records, png_path, title=None):
+    """One run's curves: losses per epoch (left) and validation AP / AP50 (right).
+
+    metrics_records: list of per-epoch dicts as read by ``experiment.read_metrics``.
+    png_path: where to write the PNG (its folder is created if missing).
+    title: optional figure title, e.g. the run name.
+    """
+    figure = _new_figure(title)
+    loss_axes, ap_axes = figure.subplots(1, 2)
+    _style_axes(loss_axes, "loss")
+    for key, style in (("cls_loss", "-"), ("box_loss", "-"), ("loss", "--")):
+        epochs, values = _series(metrics_records, key)
+        if epochs:
+            loss_axes.plot(epochs, values, style, marker=".", label=LOSS_LABELS[key])
+    if loss_axes.lines:
+        loss_axes.legend(fontsize="small")
+    else:
+        _say(loss_axes, "no finished epoch yet")
+    _style_axes(ap_axes, "validation mAP")
+    for key in ("AP", "AP50"):
+        epochs, values = _series(metrics_records, key)
+        if epochs:
+            ap_axes.plot(epochs, values, marker="o", markersize=3, label=key)
+    if ap_axes.lines:
+        ap_axes.legend(fontsize="small")
+    else:
+        _say(ap_axes, "no evaluation yet")
+    _save(figure, png_path)
+
+
+def plot_runs_overlay(runs, png_path, metric="AP"):
+    """Several runs in one PNG, one colour per run: a loss (left) and a validation metric (right).
+
+    runs: {run name: list of per-epoch records}, drawn in the dict's order.
+    metric: a loss key (``loss``, ``cls_loss``, ``box_loss``) picks the left panel's loss, with AP on
+        the right; a COCO key (``AP``, ``AP50``, ..., ``ARl``) picks the right panel's metric, with the
+        total loss on the left.
+    """
+    if metric in LOSS_KEYS:
+        loss_key, coco_key = metric, "AP"
+    elif metric in COCO_KEYS:
+        loss_key, coco_key = "loss", metric
+    else:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(LOSS_KEYS + COCO_KEYS)}")
+    if not runs:
+        raise ValueError(f"no runs to plot into {png_path}")
+    figure = _new_figure(None)
+    loss_axes, metric_axes = figure.subplots(1, 2)
+    _style_axes(loss_axes, f"{LOSS_LABELS[loss_key]} loss")
+    _style_axes(metric_axes, f"validation {coco_key}")
+    colours = _colours(len(runs))
+    for colour, (name, records) in zip(colours, runs.items()):
+        epochs, values = _series(records, loss_key)
+        loss_axes.plot(epochs, values, color=colour, marker=".", label=name)
+        epochs, values = _series(records, coco_key)
+        metric_axes.plot(epochs, values, color=colour, marker="o", markersize=3, label=name)
+    if not any(line.get_xdata().size for line in metric_axes.lines):
+        _say(metric_axes, "no evaluation yet")
+    metric_axes.legend(fontsize="x-small", loc="best")
+    _save(figure, png_path)
+
+
+def _series(records, key):
+    """(epochs, values) of one key; COCO keys are read from ``record['coco']``, -1 entries skipped."""
+    epochs, values = [], []
+    for record in records:
+        source = record.get("coco") if key in COCO_KEYS else record
+        value = source.get(key) if isinstance(source, dict) else None
+        if value is None or (key in COCO_KEYS and value < 0):
+            continue
+        epochs.append(record["epoch"])
+        values.append(value)
+    return epochs, values
+
+
+def _colours(count):
+    """Distinct colours: tab10 for up to 10 runs, tab20 beyond (repeating after 20)."""
+    palette = colormaps["tab10" if count <= 10 else "tab20"].colors
+    return [palette[index % len(palette)] for index in range(count)]
+
+
+def _new_figure(title):
+    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="tight")
+    FigureCanvasAgg(figure)
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    return figure
+
+
+def _style_axes(axes, title):
+    axes.set_title(title, fontsize="medium")
+    axes.set_xlabel("epoch")
+    axes.grid(True, alpha=0.3)
+    # Epochs are integers: no 1.5 ticks on short runs.
+    axes.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _say(axes, text):
+    axes.text(0.5, 0.5, text, transform=axes.transAxes, ha="center", va="center", color="grey")
+
+
+def _save(figure, png_path):
+    """Write the PNG next to its final name (same folder, so the rename is atomic), then rename it."""
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+    temporary = f"{png_path}.{os.getpid()}.tmp"
+    try:
+        figure.savefig(temporary, format="png", dpi=DPI)
+        os.replace(temporary, png_path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

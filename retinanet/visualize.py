@@ -1,0 +1,60 @@
+"""Drawing boxes with class names and scores, and tiling pictures into a grid (headless, OpenCV)."""
+import math
+
+import cv2
+import numpy as np
+
+GROUND_TRUTH_COLOUR = (40, 200, 40)  # RGB
+PREDICTION_COLOUR = (230, 40, 40)
+
+
+def draw_boxes(image, boxes, labels, colour, scores=None, thickness=None):
+    """Draw xywh ``boxes`` with text ``labels`` (and scores) on a copy of an RGB uint8 image."""
+    canvas = np.ascontiguousarray(image).copy()
+    thickness = thickness or max(1, round(min(canvas.shape[:2]) / 300))
+    font_scale = max(0.35, min(canvas.shape[:2]) / 900)
+    for index, (x, y, w, h) in enumerate(boxes):
+        top_left, bottom_right = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
+        cv2.rectangle(canvas, top_left, bottom_right, colour, thickness)
+        text = str(labels[index]) + (f" {scores[index]:.2f}" if scores is not None else "")
+        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        text_y = max(top_left[1], text_h + baseline)
+        cv2.rectangle(canvas, (top_left[0], text_y - text_h - baseline), (top_left[0] + text_w, text_y), colour, -1)
+        cv2.putText(canvas, text, (top_left[0], text_y - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def add_title(image, title):
+    bar = np.full((24, image.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(bar, title, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, image], axis=0)
+
+
+def side_by_side(left, right, gap=6):
+    height = max(left.shape[0], right.shape[0])
+    pad = lambda image: np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0)), constant_values=255)
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    return np.concatenate([pad(left), spacer, pad(right)], axis=1)
+
+
+def grid(images, columns=None, cell_width=480, gap=6):
+    """Tile pictures (scaled to ``cell_width``) into one image, row by row."""
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    scaled = []
+    for image in images:
+        factor = cell_width / image.shape[1]
+        scaled.append(cv2.resize(image, (cell_width, max(1, round(image.shape[0] * factor))), interpolation=cv2.INTER_AREA))
+    rows = []
+    for start in range(0, len(scaled), columns):
+        row = scaled[start:start + columns]
+        row += [np.full_like(row[0], 255)] * (columns - len(row))
+        height = max(image.shape[0] for image in row)
+        padded = [np.pad(image, ((0, height - image.shape[0] + gap), (0, gap), (0, 0)), constant_values=255) for image in row]
+        rows.append(np.concatenate(padded, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def save_png(path, image):
+    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write the picture")

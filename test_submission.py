@@ -1,0 +1,67 @@
+"""Check a COCO detection results file against a dataset split, then score it when possible.
+
+    python test_submission.py --coco_path ./data --set_name val --results val_bbox_results.json
+
+Exit status: 0 the file is well-formed (and scored when the set has annotations);
+1 the file has problems, all of them listed; 2 the results or ground-truth file cannot be read.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from retinanet.evaluation import (  # noqa: E402  (needs the path above)
+    EVALUATORS,
+    GroundTruthError,
+    evaluate_detections,
+    format_per_class_table,
+    has_annotations,
+    load_gt_json,
+)
+from retinanet.submission import DEFAULT_MAX_BYTES, SubmissionError, check_results, load_results_file  # noqa: E402
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--coco_path", default="./data", help="dataset root holding {set_name}.json")
+    data.add_argument("--set_name", default="val", choices=("val", "test", "train"), help="split to check against")
+    data.add_argument("--results", default=None,
+                      help="COCO results JSON (default: {set_name}_bbox_results.json in the current directory)")
+    checks = parser.add_argument_group("checks")
+    checks.add_argument("--evaluator", default="faster", choices=EVALUATORS,
+                        help="COCO scoring library: faster_coco_eval or pycocotools")
+    checks.add_argument("--max_bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help="refuse results files larger than this many bytes")
+    return parser
+
+
+def main(args):
+    gt_path = os.path.join(args.coco_path, f"{args.set_name}.json")
+    results_path = args.results or f"{args.set_name}_bbox_results.json"
+    try:
+        gt_dict = load_gt_json(gt_path)
+        results = load_results_file(results_path, max_bytes=args.max_bytes)
+    except (GroundTruthError, SubmissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    report = check_results(results, gt_dict, gt_name=os.path.basename(gt_path))
+    print(f"{results_path}: {report.format()}")
+    if not report.ok:
+        return 1
+    if not has_annotations(gt_dict):
+        print(f"{results_path} is well-formed; {gt_path} has no annotations, so there is nothing to score.")
+        return 0
+
+    metrics = evaluate_detections(gt_dict, results, evaluator=args.evaluator)
+    print(f"\nCOCO bbox scores ({metrics['evaluator']}):")
+    print("\n".join(metrics["lines"]))
+    print()
+    print(format_per_class_table(metrics["per_class"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

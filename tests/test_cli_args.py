@@ -1,0 +1,82 @@
+"""Out-of-range command-line values are refused at parse time (argparse's exit code 2) with a
+message that says what is allowed; no data is read and no model is built."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_script = load_script("train")
+test_script = load_script("test")
+
+
+def parse_error(parse_args, argv, capsys):
+    """Parse ``argv``, expect argparse's exit code 2, return what was printed on stderr."""
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--depth", "20"], ["--depth", "invalid choice: 20", "18, 34, 50, 101, 152"]),
+    (["--learning_rate", "-1"], ["--learning_rate", "must be a finite number greater than 0, got -1"]),
+    (["--learning_rate", "0"], ["--learning_rate", "must be a finite number greater than 0, got 0"]),
+    (["--batch_size", "0"], ["--batch_size", "must be a positive integer, got 0"]),
+    (["--min_side", "800", "--max_side", "600"], ["--min_side 800 is larger than --max_side 600"]),
+    (["--prior", "1.5"], ["--prior", "must be strictly between 0 and 1, got 1.5"]),
+    (["--epochs", "0"], ["--epochs", "must be a positive integer, got 0"]),
+    (["--fpn_channels", "48"], ["--fpn_channels 48", "must be a multiple of 32"]),
+    (["--optimizer", "rmsprop"], ["--optimizer", "invalid choice: 'rmsprop'", "'adam', 'adamw', 'sgd'"]),
+])
+def test_train_refuses_out_of_range_values(tmp_path, capsys, argv, expected):
+    stderr = parse_error(train_script.parse_args, ["--coco_path", str(tmp_path), *argv], capsys)
+    for text in expected:
+        assert text in stderr, stderr
+
+
+def test_train_refuses_a_missing_dataset_folder(capsys):
+    stderr = parse_error(train_script.parse_args, ["--coco_path", "/nonexistent"], capsys)
+    assert "--coco_path /nonexistent: no such folder" in stderr
+
+
+def test_train_refuses_a_missing_resume_checkpoint(tmp_path, capsys):
+    stderr = parse_error(train_script.parse_args, ["--coco_path", str(tmp_path), "--resume", "/nonexistent.pt"],
+                         capsys)
+    assert "--resume /nonexistent.pt: no such file" in stderr
+
+
+def test_train_accepts_the_values_it_documents(tmp_path):
+    args = train_script.parse_args(["--coco_path", str(tmp_path), "--depth", "18", "--learning_rate", "1e-3",
+                                    "--batch_size", "1", "--prior", "0.5", "--epochs", "9", "--fpn_channels", "64",
+                                    "--optimizer", "sgd"])
+    assert (args.depth, args.learning_rate, args.fpn_channels, args.optimizer) == (18, 1e-3, 64, "sgd")
+    assert args.milestones == [6, 8]
+
+
+def test_test_script_refuses_a_missing_checkpoint(tmp_path, capsys):
+    (tmp_path / "val.json").write_text("{}")
+    missing = str(tmp_path / "missing.pt")
+    stderr = parse_error(test_script.parse_args, ["--coco_path", str(tmp_path), "--checkpoint_path", missing], capsys)
+    assert f"--checkpoint_path {missing}: no such file" in stderr
+
+
+def test_test_script_refuses_an_unknown_set_and_lists_the_sets_found(tmp_path, capsys):
+    for name in ("train", "val"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"")
+    stderr = parse_error(test_script.parse_args, ["--coco_path", str(tmp_path), "--checkpoint_path", str(checkpoint),
+                                                  "--set_name", "tset"], capsys)
+    assert "--set_name tset" in stderr and str(tmp_path / "tset.json") in stderr
+    assert "sets found: train, val" in stderr, stderr

@@ -1,0 +1,95 @@
+"""A tiny train -> test -> submission check -> vis pass on generated data, and exact resume."""
+import json
+import os
+import subprocess
+import sys
+
+import importlib.util
+
+import pytest
+import torch
+
+from retinanet.checkpoint import load_checkpoint
+from retinanet.synthetic import generate_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_script = load_script("train")
+test_script = load_script("test")
+TINY = ["--depth", "18", "--fpn_channels", "64", "--min_side", "96", "--max_side", "128", "--workers", "0",
+        "--batch_size", "4", "--print_every", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate_dataset(str(root), num_train=32, num_val=12, num_test=4, min_size=96, max_size=128, seed=11)
+    return str(root)
+
+
+def _train(data, tmp_path, name, *extra):
+    argv = ["--coco_path", data, "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
+            "--run_name", name, *TINY, *extra]
+    train_script.main(argv)
+    return tmp_path / "output" / name
+
+
+def test_train_test_submission_and_vis_end_to_end(tiny_data, tmp_path):
+    run = _train(tiny_data, tmp_path, "e2e", "--epochs", "12", "--learning_rate", "1e-3", "--milestones", "10",
+                 "--eval_every", "6", "--warmup_iters", "20")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    assert records[-1]["loss"] < 0.6 * records[0]["loss"]
+    assert records[-1]["coco"]["AP50"] > 0.15, records[-1]["coco"]
+    assert (tmp_path / "log" / "e2e.log").read_text().count("epoch_loss_list") == 1
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "model_final.pt", "config.json", "summary.json"):
+        assert (run / name).exists(), name
+
+    out = tmp_path / "results"
+    test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(run / "model_final.pt"), "--set_name", "val",
+                      "--output_dir", str(out), "--workers", "0"])
+    metrics = json.loads((out / "val_metrics.json").read_text())
+    assert metrics["stats"]["AP"] == pytest.approx(records[-1]["coco"]["AP"], abs=1e-6)
+    results = json.loads((out / "val_bbox_results.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+
+    test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(run / "model_final.pt"), "--set_name", "test",
+                      "--output_dir", str(out), "--workers", "0"])
+    assert (out / "test_bbox_results.json").exists() and not (out / "test_metrics.json").exists()
+
+    check = subprocess.run([sys.executable, "test_submission.py", "--coco_path", tiny_data, "--set_name", "val",
+                            "--results", str(out / "val_bbox_results.json")], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"{metrics['stats']['AP']:.3f}" in check.stdout
+
+    vis = subprocess.run([sys.executable, "vis.py", "--coco_path", tiny_data, "--set_name", "val", "--checkpoint_path",
+                          str(run / "model_final.pt"), "--num_images", "3", "--output_dir", str(tmp_path / "vis"),
+                          "--workers", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert vis.returncode == 0, vis.stderr
+    pictures = [line for line in vis.stdout.splitlines() if line.endswith(".png")]
+    assert len(pictures) == 3 and all(os.path.getsize(p) > 1000 for p in pictures)
+
+
+def test_resume_gives_the_same_weights_and_losses_as_an_uninterrupted_run(tiny_data, tmp_path):
+    common = ["--epochs", "2", "--milestones", "10", "--eval_every", "0", "--val_set", ""]
+    straight = _train(tiny_data, tmp_path, "straight", *common)
+    _train(tiny_data, tmp_path, "split", "--epochs", "1", "--milestones", "10", "--eval_every", "0", "--val_set", "")
+    resumed = _train(tiny_data, tmp_path, "split", *common, "--resume",
+                     str(tmp_path / "output" / "split" / "checkpoint_last.pt"))
+    a = load_checkpoint(str(straight / "checkpoint_last.pt"))
+    b = load_checkpoint(str(resumed / "checkpoint_last.pt"))
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["loss_history"] == b["loss_history"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

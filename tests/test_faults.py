@@ -1,0 +1,273 @@
+"""Faults a run meets in practice: untrusted or damaged checkpoints, a crash mid-save, Ctrl-C,
+a NaN loss, an image that no longer decodes, an unwritable output folder and a broken dataset.
+Each must end with a clear message (no traceback) and, during training, a resumable checkpoint."""
+import importlib.util
+import json
+import os
+import pickle
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+
+from retinanet import trainer as trainer_module
+from retinanet.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from retinanet.losses import RetinaNetLoss
+from retinanet.model import build_model
+from retinanet.synthetic import generate_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--depth", "18", "--fpn_channels", "64", "--min_side", "96", "--max_side", "128", "--workers", "0",
+        "--batch_size", "4", "--print_every", "0", "--epochs", "1", "--val_set", "", "--eval_every", "0"]
+TINY_MODEL = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}
+# Tiny models gain nothing from several threads, and on a busy machine the threads contend.
+ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def load_script(name):
+    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_script = load_script("train")
+test_script = load_script("test")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_data(root, num_train=8):
+    generate_dataset(str(root), num_train=num_train, num_val=4, num_test=2, min_size=96, max_size=128, seed=5)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("data"), num_train=12)
+
+
+def train(data, tmp_path, name, *extra):
+    train_script.main(["--coco_path", data, "--output_path", str(tmp_path / "output"),
+                       "--log_dir", str(tmp_path / "log"), "--run_name", name, *TINY, *extra])
+    return tmp_path / "output" / name
+
+
+def fail_loss_at_step(monkeypatch, step, fault):
+    """Make the training loss call ``fault(losses)`` on its ``step``-th call (counted over the run)."""
+    calls = {"count": 0}
+
+    class FaultyLoss(RetinaNetLoss):
+        def forward(self, outputs, targets):
+            losses = super().forward(outputs, targets)
+            calls["count"] += 1
+            return fault(losses) if calls["count"] == step else losses
+
+    monkeypatch.setattr(trainer_module, "RetinaNetLoss", FaultyLoss)
+
+
+def save_tiny_checkpoint(path):
+    model = build_model(3, TINY_MODEL)
+    torch.save({"model": model.state_dict(), "args": dict(TINY_MODEL, min_side=96, max_side=128),
+                "class_names": ["a", "b", "c"], "epoch": 1}, path)
+
+
+class RunsShellCommand:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+# ----- A: untrusted and damaged checkpoint files ----------------------------------------------
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, writer):
+    marker = f"/tmp/pwned-{uuid.uuid4().hex}"
+    path = tmp_path / "evil.pt"
+    payload = {"model": RunsShellCommand(f"touch {marker}")}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError, match="refused to load") as info:
+        load_checkpoint(str(path))
+    assert str(info.value).startswith(f"{path}: refused to load")
+    assert "posix.system" in str(info.value)  # the reason names the function the file would call
+    assert not os.path.exists(marker)
+
+
+def test_test_script_refuses_a_code_running_checkpoint_without_a_traceback(tiny_data, tmp_path):
+    marker = f"/tmp/pwned-{uuid.uuid4().hex}"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": RunsShellCommand(f"touch {marker}")}, path)
+    result = subprocess.run([sys.executable, "test.py", "--coco_path", tiny_data, "--checkpoint_path", str(path),
+                             "--set_name", "val", "--output_dir", str(tmp_path / "out"), "--device", "cpu",
+                             "--workers", "0"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD_ENV)
+    assert result.returncode == 1, result.stderr
+    assert f"error: {path}: refused to load" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(marker)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "empty"])
+def test_damaged_checkpoint_is_refused(tmp_path, damage):
+    path = tmp_path / "model.pt"
+    save_tiny_checkpoint(path)
+    content = path.read_bytes()
+    path.write_bytes({"truncated": content[: len(content) // 2], "text": b"hello, not a checkpoint\n",
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+        load_checkpoint(str(path))
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_dict_without_model_weights_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3), "epoch": 1}, path)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project") as info:
+        load_checkpoint(str(path))
+    assert "'model'" in str(info.value) and str(path) in str(info.value)
+
+
+def test_test_script_names_both_depths_when_they_disagree(tiny_data, tmp_path):
+    path = tmp_path / "depth18.pt"
+    save_tiny_checkpoint(path)
+    with pytest.raises(SystemExit) as info:
+        test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(path), "--set_name", "val",
+                          "--depth", "50", "--device", "cpu", "--workers", "0", "--output_dir", str(tmp_path)])
+    message = str(info.value)
+    assert "--depth 50" in message and "ResNet-18" in message and str(path) in message
+
+
+# ----- B: atomic checkpoint writes -------------------------------------------------------------
+def test_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_last.pt"
+    atomic_torch_save({"model": {"weight": torch.arange(10.0)}, "epoch": 1}, str(path))
+    before = path.read_bytes()
+
+    def save_half_then_fail(obj, stream):
+        stream.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        atomic_torch_save({"model": {"weight": torch.zeros(10)}, "epoch": 2}, str(path))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_last.pt"]
+    assert load_checkpoint(str(path))["epoch"] == 1
+
+
+# ----- C: faults during training ---------------------------------------------------------------
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_data, tmp_path, monkeypatch):
+    straight = train(tiny_data, tmp_path, "straight")
+
+    def interrupt(losses):
+        raise KeyboardInterrupt
+
+    fail_loss_at_step(monkeypatch, 2, interrupt)
+    with pytest.raises(SystemExit) as info:
+        train(tiny_data, tmp_path, "split")
+    assert info.value.code == 130
+    monkeypatch.undo()
+    interrupted_path = tmp_path / "output" / "split" / "checkpoint_interrupted.pt"
+    interrupted = load_checkpoint(str(interrupted_path))
+    assert interrupted["epoch"] == 0 and interrupted["partial_epoch"]["steps"] == 1
+
+    resumed = train(tiny_data, tmp_path, "split", "--resume", str(interrupted_path))
+    assert not interrupted_path.exists()
+    a = load_checkpoint(str(straight / "model_final.pt"))
+    b = load_checkpoint(str(resumed / "model_final.pt"))
+    assert a["loss_history"] == b["loss_history"] and len(a["loss_history"]) == 1
+    assert a["model"].keys() == b["model"].keys()
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_non_finite_loss_stops_with_the_step_and_a_resumable_checkpoint(tiny_data, tmp_path, monkeypatch):
+    def make_nan(losses):
+        return dict(losses, loss=losses["loss"] * float("nan"))
+
+    fail_loss_at_step(monkeypatch, 2, make_nan)
+    with pytest.raises(SystemExit) as info:
+        train(tiny_data, tmp_path, "nan")
+    message = str(info.value)
+    assert "non-finite loss" in message and "epoch 1" in message and "step 2" in message, message
+    monkeypatch.undo()
+    path = tmp_path / "output" / "nan" / "checkpoint_interrupted.pt"
+    state = load_checkpoint(str(path))
+    assert state["epoch"] == 0 and state["partial_epoch"]["steps"] == 1
+    resumed = train(tiny_data, tmp_path, "nan", "--resume", str(path))
+    assert (resumed / "model_final.pt").exists() and not path.exists()
+
+
+def corrupt_one_train_image(data):
+    """Overwrite the first training image with bytes no decoder accepts; returns its file name."""
+    with open(os.path.join(data, "train.json"), encoding="utf-8") as handle:
+        file_name = json.load(handle)["images"][0]["file_name"]
+    with open(os.path.join(data, "images", "train", file_name), "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    return file_name
+
+
+def test_image_that_fails_to_decode_is_reported_and_skipped(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    file_name = corrupt_one_train_image(data)
+    run = train(data, tmp_path, "skip", "--skip_dataset_check")
+    assert file_name in capsys.readouterr().err
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_images"] == 1 and record["images"] == 7
+    assert (run / "model_final.pt").exists()
+
+
+def test_too_many_undecodable_images_stop_the_run_naming_the_limit(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    file_name = corrupt_one_train_image(data)
+    with pytest.raises(SystemExit) as info:
+        train(data, tmp_path, "strict", "--skip_dataset_check", "--max_skipped_images", "0")
+    assert "limit --max_skipped_images 0" in str(info.value), info.value
+    assert file_name in capsys.readouterr().err
+    assert (tmp_path / "output" / "strict" / "checkpoint_interrupted.pt").exists()
+
+
+def test_unwritable_output_folder_is_reported_before_training(tiny_data, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a regular file, not a folder")
+    output = blocker / "out"
+    result = subprocess.run([sys.executable, "train.py", "--coco_path", tiny_data, "--output_path", str(output),
+                             "--log_dir", str(tmp_path / "log"), "--run_name", "blocked", *TINY], cwd=ROOT,
+                            capture_output=True, text=True, env=ONE_THREAD_ENV)
+    assert result.returncode == 1, result.stderr
+    assert f"error: cannot write the run folder {output / 'blocked'}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "log").exists()
+
+
+def test_unusable_dataset_exits_2_with_the_report_before_creating_a_run(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    json_path = os.path.join(data, "train.json")
+    with open(json_path, encoding="utf-8") as handle:
+        coco = json.load(handle)
+    annotation_id = coco["annotations"][0]["id"]
+    coco["annotations"][0]["category_id"] = 999
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(coco, handle)
+    with pytest.raises(SystemExit) as info:
+        train(data, tmp_path, "broken")
+    assert info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "train.json" in stderr and "999" in stderr and str(annotation_id) in stderr, stderr
+    assert not (tmp_path / "output").exists() and not (tmp_path / "log").exists()
