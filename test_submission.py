@@ -27,6 +27,9 @@ def get_args_parser():
     data = parser.add_argument_group("data")
     data.add_argument("--coco_path", default="./data", help="dataset root holding {set_name}.json")
     data.add_argument("--set_name", default="val", choices=("val", "test", "train"), help="split to check against")
+    data.add_argument("--ground_truth", default=None, metavar="JSON",
+                      help="score against this COCO JSON instead of {coco_path}/{set_name}.json (for example "
+                           "the held-out labels of a test set, data/test_ground_truth.json for the synthetic data)")
     data.add_argument("--results", default=None,
                       help="COCO results JSON (default: {set_name}_bbox_results.json in the current directory)")
     checks = parser.add_argument_group("checks")
@@ -38,7 +41,7 @@ def get_args_parser():
 
 
 def main(args):
-    gt_path = os.path.join(args.coco_path, f"{args.set_name}.json")
+    gt_path = args.ground_truth or os.path.join(args.coco_path, f"{args.set_name}.json")
     results_path = args.results or f"{args.set_name}_bbox_results.json"
     try:
         gt_dict = load_gt_json(gt_path)

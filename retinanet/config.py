@@ -138,6 +138,9 @@ def training_parent():
                        help="clip the gradient norm to this (default: 0.1; 0 disables)")
     group.add_argument("--alpha", type=unit_interval, default=0.25, help="focal loss alpha (default: 0.25)")
     group.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma (default: 2.0)")
+    group.add_argument("--low_quality_matches", action="store_true",
+                       help="also train each box's best-overlapping anchor when its IoU is under 0.5 "
+                            "(helps boxes smaller than the 32 px anchors)")
     return parser
 
 

@@ -31,14 +31,16 @@ def move_images(images, device, channels_last=False):
 
 def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, epoch, *, scaler=None,
                     amp_dtype=None, grad_clip=0.1, channels_last=False, max_skipped_images=10,
-                    print_every=50, log=print, progress=None):
+                    print_every=50, log=print, progress=None, stop_requested=None):
     """One pass over ``loader``; the scheduler steps every iteration.
 
     ``progress`` (a dict, updated in place after every step) holds the running sums, so that an
     interrupted epoch can be saved and finished later with the same averages: ``sums`` (loss,
     cls_loss, box_loss), ``steps``, ``images`` and ``skipped``. Returns {'loss', 'cls_loss',
     'box_loss', 'lr', 'seconds', 'images_per_second', 'images', 'skipped_images'}, the losses
-    averaged over the epoch's steps (and over processes).
+    averaged over the epoch's steps (and over processes), 'lr' the rate of the last step.
+    ``stop_requested`` (a callable) is asked after every step; when it says yes the loop raises
+    KeyboardInterrupt there, between two steps, where the saved state is consistent.
     """
     model.train()
     progress = {} if progress is None else progress
@@ -48,6 +50,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
     sums = torch.tensor(progress["sums"], dtype=torch.float64)
     start = time.perf_counter()
     images_this_call = 0
+    last_lr = optimizer.param_groups[0]["lr"]
     show_bar = distributed.is_main_process() and sys.stderr.isatty()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not show_bar, dynamic_ncols=True, leave=False,
                initial=progress["steps"], total=len(loader))
@@ -85,6 +88,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
             scaler.update()
         else:
             optimizer.step()
+        last_lr = optimizer.param_groups[0]["lr"]
         lr_scheduler.step()
 
         values = torch.stack([losses["loss"], losses["cls_loss"], losses["box_loss"]]).detach().double().cpu()
@@ -95,7 +99,9 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
             bar.set_postfix(loss=f"{values[0]:.4f}", cls=f"{values[1]:.4f}", box=f"{values[2]:.4f}")
         elif print_every and step % print_every == 0 and distributed.is_main_process():
             log(f"epoch {epoch} step {step}/{len(loader)} loss {values[0]:.4f} "
-                f"(cls {values[1]:.4f}, box {values[2]:.4f}) lr {optimizer.param_groups[0]['lr']:.3g}")
+                f"(cls {values[1]:.4f}, box {values[2]:.4f}) lr {last_lr:.3g}")
+        if stop_requested is not None and stop_requested():
+            raise KeyboardInterrupt
     bar.close()
     seconds = time.perf_counter() - start
     totals = distributed.all_reduce_sum(
@@ -105,7 +111,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
         "loss": float(totals[0]) / steps_total,
         "cls_loss": float(totals[1]) / steps_total,
         "box_loss": float(totals[2]) / steps_total,
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": last_lr,
         "seconds": seconds,
         "images": int(totals[4]),
         "images_per_second": float(totals[5]) / max(seconds, 1e-9),

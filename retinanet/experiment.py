@@ -7,6 +7,7 @@ A run named ``train_depth{D}_epochs{E}_no{N}`` (N the next free number) writes
 import json
 import os
 import re
+import subprocess
 import sys
 
 
@@ -77,3 +78,11 @@ def truncate_metrics(path, last_epoch):
         for record in kept:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
     os.replace(temporary, path)
+
+
+def run_command(command, cwd=None):
+    """Run one step of a scripted pipeline, echoing it; stop the pipeline if it fails."""
+    print("$ " + " ".join(command), flush=True)
+    completed = subprocess.run(command, cwd=cwd)
+    if completed.returncode != 0:
+        raise SystemExit(f"stopped: '{' '.join(command[1:3])}' exited with status {completed.returncode}")

@@ -37,20 +37,34 @@ def pad_targets(targets, device):
     return boxes, labels, valid
 
 
-def assign_anchors(anchors, gt_boxes, gt_valid, positive_iou=0.5, negative_iou=0.4):
+def assign_anchors(anchors, gt_boxes, gt_valid, positive_iou=0.5, negative_iou=0.4, low_quality_matches=False):
     """anchors (N, 4), gt_boxes (B, M, 4), gt_valid (B, M) ->
-    matched index (B, N) into M, positive mask (B, N), negative mask (B, N)."""
+    matched index (B, N) into M, positive mask (B, N), negative mask (B, N).
+
+    ``low_quality_matches``: also make positive, for every box, the anchor(s) with its highest
+    IoU even when that is under ``positive_iou``, so that boxes smaller or thinner than every
+    anchor still get trained (as detectron2 does); off by default, as in the paper."""
     iou = box_ops.pairwise_iou(anchors[None], gt_boxes)  # (B, N, M)
     iou = iou.masked_fill(~gt_valid[:, None, :], -1.0)
     best_iou, matched = iou.max(dim=2)
     positive = best_iou >= positive_iou
     negative = best_iou < negative_iou
+    if low_quality_matches:
+        best_per_box = iou.max(dim=1, keepdim=True).values  # (B, 1, M)
+        is_best = (iou == best_per_box) & (best_per_box > 0) & gt_valid[:, None, :]
+        # An anchor takes the box it is the best anchor for (highest IoU if several).
+        rescued = is_best.any(dim=2) & ~positive
+        matched = torch.where(rescued, (iou * is_best).argmax(dim=2), matched)
+        positive = positive | rescued
+        negative = negative & ~rescued
     return matched, positive, negative
 
 
 class RetinaNetLoss(nn.Module):
-    def __init__(self, alpha=0.25, gamma=2.0, positive_iou=0.5, negative_iou=0.4, smooth_l1_beta=1.0 / 9):
+    def __init__(self, alpha=0.25, gamma=2.0, positive_iou=0.5, negative_iou=0.4, smooth_l1_beta=1.0 / 9,
+                 low_quality_matches=False):
         super().__init__()
+        self.low_quality_matches = low_quality_matches
         self.alpha = alpha
         self.gamma = gamma
         self.positive_iou = positive_iou
@@ -65,7 +79,7 @@ class RetinaNetLoss(nn.Module):
         anchors = outputs["anchors"].float()
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, cls_logits.device)
         matched, positive, negative = assign_anchors(
-            anchors, gt_boxes, gt_valid, self.positive_iou, self.negative_iou
+            anchors, gt_boxes, gt_valid, self.positive_iou, self.negative_iou, self.low_quality_matches
         )
         num_positive = positive.sum(dim=1).clamp(min=1).float()  # (B,)
 

@@ -1,5 +1,7 @@
 """The training run behind train.py: set-up, the epoch loop, evaluation, checkpoints, logs."""
 import os
+import signal
+import threading
 import time
 
 import torch
@@ -21,11 +23,17 @@ from .sampler import AspectRatioBatchSampler
 from .transforms import EvalTransform, TrainTransform
 
 
+def _ignore_ctrl_c(worker_id):
+    # Ctrl-C is handled by the main process, which stops between two steps; workers keep serving.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(dataset, batch_size, shuffle, drop_last, seed, workers, device, rank=0, world_size=1):
     sampler = AspectRatioBatchSampler(dataset.aspect_ratios(), batch_size, drop_last=drop_last, shuffle=shuffle,
                                       seed=seed, num_replicas=world_size, rank=rank)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      worker_init_fn=_ignore_ctrl_c if workers > 0 else None)
 
 
 def evaluate_on(model, loader, device, args, amp_dtype=None):
@@ -136,7 +144,7 @@ class Trainer:
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.criterion = RetinaNetLoss(args.alpha, args.gamma)
+        self.criterion = RetinaNetLoss(args.alpha, args.gamma, low_quality_matches=args.low_quality_matches)
         self.optimizer = build_optimizer(self.model.parameters(), args.optimizer, args.learning_rate,
                                          args.weight_decay, args.momentum)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader))
@@ -174,6 +182,8 @@ class Trainer:
         args = self.args
         started = time.perf_counter()
         epoch = self.start_epoch
+        self._stop_requested = False
+        previous_handler = self._install_ctrl_c_handler()
         try:
             for epoch in range(self.start_epoch, args.epochs):
                 self._train_epoch(epoch)
@@ -183,8 +193,24 @@ class Trainer:
         except (NonFiniteLossError, TooManySkippedImagesError) as error:
             self._save_interrupted(epoch, str(error))
             raise SystemExit(f"error: {error}")
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
         if self.is_main:
             self._finish(time.perf_counter() - started)
+
+    def _install_ctrl_c_handler(self):
+        """First Ctrl-C: finish the current step, save, exit. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop now)", flush=True)
+
+        return signal.signal(signal.SIGINT, request_stop)
 
     def _train_epoch(self, epoch):
         args = self.args
@@ -196,7 +222,7 @@ class Trainer:
             self.model, self.criterion, self.optimizer, self.lr_scheduler, self.train_loader, self.device, epoch + 1,
             scaler=self.scaler, amp_dtype=self.amp_dtype, grad_clip=args.grad_clip, channels_last=args.channels_last,
             max_skipped_images=args.max_skipped_images, print_every=args.print_every, log=self.log,
-            progress=self.progress)
+            progress=self.progress, stop_requested=lambda: self._stop_requested)
         self.loss_history.append(stats["loss"])
         record = {"epoch": epoch + 1, **stats}
         last = epoch + 1 == args.epochs

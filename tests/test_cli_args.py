@@ -1,20 +1,10 @@
 """Out-of-range command-line values are refused at parse time (argparse's exit code 2) with a
 message that says what is allowed; no data is read and no model is built."""
-import importlib.util
 import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script(name):
-    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from scripts import load_script
 
 train_script = load_script("train")
 test_script = load_script("test")

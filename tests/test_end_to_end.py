@@ -4,29 +4,15 @@ import os
 import subprocess
 import sys
 
-import importlib.util
-
 import pytest
 import torch
 
 from retinanet.checkpoint import load_checkpoint
 from retinanet.synthetic import generate_dataset
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script(name):
-    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 
 train_script = load_script("train")
 test_script = load_script("test")
-TINY = ["--depth", "18", "--fpn_channels", "64", "--min_side", "96", "--max_side", "128", "--workers", "0",
-        "--batch_size", "4", "--print_every", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +24,7 @@ def tiny_data(tmp_path_factory):
 
 def _train(data, tmp_path, name, *extra):
     argv = ["--coco_path", data, "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
-            "--run_name", name, *TINY, *extra]
+            "--run_name", name, *TINY_TRAIN_FLAGS, *extra]
     train_script.main(argv)
     return tmp_path / "output" / name
 

@@ -1,7 +1,6 @@
 """Faults a run meets in practice: untrusted or damaged checkpoints, a crash mid-save, Ctrl-C,
 a NaN loss, an image that no longer decodes, an unwritable output folder and a broken dataset.
 Each must end with a clear message (no traceback) and, during training, a resumable checkpoint."""
-import importlib.util
 import json
 import os
 import pickle
@@ -17,22 +16,12 @@ from retinanet.checkpoint import CheckpointError, atomic_torch_save, load_checkp
 from retinanet.losses import RetinaNetLoss
 from retinanet.model import build_model
 from retinanet.synthetic import generate_dataset
+from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--depth", "18", "--fpn_channels", "64", "--min_side", "96", "--max_side", "128", "--workers", "0",
-        "--batch_size", "4", "--print_every", "0", "--epochs", "1", "--val_set", "", "--eval_every", "0"]
+TINY = TINY_TRAIN_FLAGS + ["--epochs", "1", "--val_set", "", "--eval_every", "0"]
 TINY_MODEL = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}
 # Tiny models gain nothing from several threads, and on a busy machine the threads contend.
 ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
-
-
-def load_script(name):
-    """Import a root script by path (``test.py`` would otherwise clash with Python's own ``test``)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 train_script = load_script("train")
 test_script = load_script("test")

@@ -110,3 +110,15 @@ def test_batched_loss_equals_per_image_losses():
                              "anchors": outputs["anchors"]}, [targets[i]]) for i in range(3)]
     for key in ("cls_loss", "box_loss"):
         assert batched[key].item() == pytest.approx(sum(s[key].item() for s in single) / 3, rel=1e-5)
+
+
+def test_low_quality_matches_rescue_a_box_no_anchor_covers_well():
+    anchors = torch.tensor([[0.0, 0.0, 32.0, 32.0], [100.0, 100.0, 132.0, 132.0], [0.0, 0.0, 20.0, 20.0]])
+    gt = torch.tensor([[[0.0, 0.0, 12.0, 12.0]]])  # best IoU 144 / 400 = 0.36 with anchor 2
+    valid = torch.tensor([[True]])
+    _, positive, negative = assign_anchors(anchors, gt, valid)
+    assert positive.sum() == 0
+    matched, positive, negative = assign_anchors(anchors, gt, valid, low_quality_matches=True)
+    assert positive[0].tolist() == [False, False, True]
+    assert negative[0].tolist() == [True, True, False]
+    assert matched[0, 2].item() == 0

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from retinanet.convert import (  # noqa: E402  (the repository root must be on sys.path first)
-    ConversionError, convert_csv, output_options_parser, print_report)
+    convert_csv, output_options_parser, run_conversion)
 
 
 def set_and_file(text):
@@ -47,13 +47,7 @@ def main(argv=None):
     annotations = dict(args.annotations)
     if len(annotations) != len(args.annotations):
         parser.error("each set may be given only once in --annotations")
-    try:
-        summary = convert_csv(annotations, args.classes, args.output, copy=args.copy, force=args.force)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_report(summary)
-    return 0
+    return run_conversion(convert_csv, annotations, args.classes, args.output, copy=args.copy, force=args.force)
 
 
 if __name__ == '__main__':

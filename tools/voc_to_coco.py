@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from retinanet.convert import (  # noqa: E402  (the repository root must be on sys.path first)
-    DIFFICULT_MODES, ConversionError, convert_voc, output_options_parser, print_report)
+    DIFFICULT_MODES, convert_voc, output_options_parser, run_conversion)
 
 
 def build_parser():
@@ -49,15 +49,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = convert_voc(args.voc_root, args.output, sets=args.sets, split_ratio=args.split_ratio,
-                              seed=args.seed, classes=args.classes, difficult=args.difficult,
-                              copy=args.copy, force=args.force)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_report(summary)
-    return 0
+    return run_conversion(convert_voc, args.voc_root, args.output, sets=args.sets, split_ratio=args.split_ratio,
+                          seed=args.seed, classes=args.classes, difficult=args.difficult, copy=args.copy,
+                          force=args.force)
 
 
 if __name__ == '__main__':

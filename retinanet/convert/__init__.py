@@ -20,7 +20,7 @@ Modules: ``voc`` and ``csv_format`` read the two input formats, ``common`` holds
 share (errors, problem log, image records, box rules), ``writer`` writes the images and JSON,
 ``cli`` holds the summary printing and options the converter scripts share.
 """
-from .cli import format_summary, output_options_parser, print_report
+from .cli import format_summary, output_options_parser, print_report, run_conversion
 from .common import (EXIF_ORIENTATION_TAG, PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog,
                      read_image_size)
 from .csv_format import convert_csv, read_csv_classes
@@ -32,5 +32,5 @@ __all__ = [
     'DEFAULT_VOC_SETS', 'DIFFICULT_MODES', 'EXIF_ORIENTATION_TAG', 'IMAGE_EXTENSIONS', 'PROBLEM_KINDS',
     'VOC_CORNER_TAGS', 'ConversionError', 'ImageRecord', 'ProblemLog', 'VocAnnotation', 'VocObject',
     'build_coco_dataset', 'convert_csv', 'convert_voc', 'format_summary', 'output_options_parser',
-    'print_report', 'read_csv_classes', 'read_image_size', 'split_by_ratio',
+    'print_report', 'read_csv_classes', 'read_image_size', 'run_conversion', 'split_by_ratio',
 ]

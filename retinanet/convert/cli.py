@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from .common import PROBLEM_KINDS
+from .common import PROBLEM_KINDS, ConversionError
 
 
 def format_summary(summary):
@@ -42,3 +42,15 @@ def output_options_parser():
     group.add_argument('--force', action='store_true',
                        help='replace an existing {set}.json or images/{set}/ (default: stop with an error)')
     return parser
+
+
+def run_conversion(convert, *args, **kwargs):
+    """Call a converter the way both scripts do: report on success (exit code 0), print the
+    error of unusable input without a traceback (exit code 2)."""
+    try:
+        summary = convert(*args, **kwargs)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_report(summary)
+    return 0

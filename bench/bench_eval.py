@@ -1,0 +1,88 @@
+"""Whole-evaluation speed (load, infer, decode, score): test.py's path against the baseline.
+
+    python bench/bench_eval.py [--checkpoint_path output/<run>/model_final.pt] [--repeats 3]
+
+Both paths run the same checkpoint on the same set (default: the synthetic val set). Prints
+images per second for each run, the medians and their ratio, and the AP of each path with the
+baseline capped at 100 detections per image (as COCOeval counts) and uncapped.
+"""
+import argparse
+import glob
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import ancestor_eval  # noqa: E402
+from retinanet.dataset import CocoDetection  # noqa: E402
+from retinanet.inference import image_sizes_from, load_model  # noqa: E402
+from retinanet.trainer import build_loader, evaluate_on  # noqa: E402
+from retinanet.transforms import EvalTransform  # noqa: E402
+
+
+def newest_checkpoint():
+    found = sorted(glob.glob(os.path.join(ROOT, "output", "*", "model_final.pt")), key=os.path.getmtime)
+    if not found:
+        raise SystemExit("error: no output/*/model_final.pt; run `make demo` first or pass --checkpoint_path")
+    return found[-1]
+
+
+def ours(model, args, min_side, max_side):
+    started = time.perf_counter()
+    dataset = CocoDetection(args.coco_path, args.set_name, EvalTransform(min_side, max_side))
+    loader = build_loader(dataset, args.batch_size, False, False, 0, args.workers, torch.device("cpu"))
+    options = argparse.Namespace(score_threshold=0.05, nms_iou=0.5, max_detections=100, channels_last=False,
+                                 evaluator="faster")
+    _, evaluation = evaluate_on(model, loader, torch.device("cpu"), options)
+    return len(dataset) / (time.perf_counter() - started), evaluation["stats"]["AP"]
+
+
+def baseline(model, args, min_side, max_side, max_detections):
+    started = time.perf_counter()
+    dataset = CocoDetection(args.coco_path, args.set_name, EvalTransform(min_side, max_side))
+    _, stats = ancestor_eval.evaluate(model, dataset, min_side, max_side, max_detections=max_detections)
+    return len(dataset) / (time.perf_counter() - started), stats["AP"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", default=None, help="default: the newest output/*/model_final.pt")
+    parser.add_argument("--coco_path", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--set_name", default="val")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each path; medians are reported")
+    parser.add_argument("--batch_size", type=int, default=8, help="our path's batch size (default: 8)")
+    parser.add_argument("--workers", type=int, default=2, help="our path's loader workers (default: 2)")
+    args = parser.parse_args()
+    checkpoint_path = args.checkpoint_path or newest_checkpoint()
+    model, checkpoint = load_model(checkpoint_path, torch.device("cpu"))
+    min_side, max_side = image_sizes_from(checkpoint)
+    print(f"checkpoint {checkpoint_path}; set {args.set_name}; images {min_side}-{max_side} px; "
+          f"{torch.get_num_threads()} threads")
+    runs = {"ours": [], "baseline_cap100": [], "baseline_uncapped": []}
+    aps = {}
+    for repeat in range(args.repeats):
+        # Interleaved, so that a slow spell of the machine hits both paths alike.
+        speed, aps["ours"] = ours(model, args, min_side, max_side)
+        runs["ours"].append(speed)
+        speed, aps["baseline_cap100"] = baseline(model, args, min_side, max_side, 100)
+        runs["baseline_cap100"].append(speed)
+        speed, aps["baseline_uncapped"] = baseline(model, args, min_side, max_side, None)
+        runs["baseline_uncapped"].append(speed)
+        print(f"run {repeat + 1}: " + ", ".join(f"{name} {values[-1]:.1f} img/s" for name, values in runs.items()))
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    print("\n| path | images/s (median) | AP |\n|---|---|---|")
+    for name in runs:
+        print(f"| {name} | {medians[name]:.1f} | {aps[name]:.4f} |")
+    print(f"\nspeed-up vs baseline capped at 100: {medians['ours'] / medians['baseline_cap100']:.2f}x; "
+          f"vs uncapped: {medians['ours'] / medians['baseline_uncapped']:.2f}x")
+    print(f"AP difference vs capped baseline: {aps['ours'] - aps['baseline_cap100']:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
