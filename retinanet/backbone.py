@@ -143,6 +143,12 @@ def load_pretrained_backbone(backbone, path):
     state = {key.removeprefix("module."): value for key, value in state.items()}
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     own = backbone.state_dict()
+    file_blocks, own_blocks = _blocks_per_stage(state), _blocks_per_stage(own)
+    if file_blocks != own_blocks:
+        raise ValueError(
+            f"{path} does not fit a ResNet-{backbone.depth} backbone: it has {file_blocks} residual blocks per "
+            f"stage where ResNet-{backbone.depth} has {own_blocks}; pass the weights of the same depth"
+        )
     mismatched = [
         f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
         for key, value in state.items() if key in own and own[key].shape != value.shape
@@ -160,3 +166,14 @@ def load_pretrained_backbone(backbone, path):
         )
     result = backbone.load_state_dict(state, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _blocks_per_stage(state):
+    """(blocks in layer1, ..., layer4) as named in a state dict's keys."""
+    counts = [0, 0, 0, 0]
+    for key in state:
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0] in ("layer1", "layer2", "layer3", "layer4") and parts[1].isdigit():
+            stage = int(parts[0][-1]) - 1
+            counts[stage] = max(counts[stage], int(parts[1]) + 1)
+    return tuple(counts)

@@ -67,8 +67,8 @@ def device_parent():
     group = parser.add_argument_group("device")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
-    group.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
-                       help="data-loading worker processes (default: number of cores, at most 4)")
+    group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
+                       help="data-loading worker processes (default: the number of cores, at most 8)")
     group.add_argument("--amp", action="store_true",
                        help="mixed precision (bfloat16 where supported, else float16 with a gradient scaler); CUDA only")
     group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")

@@ -69,10 +69,12 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
             outputs = model(images)
         losses = criterion(outputs, targets)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        # One device-to-host copy per step serves both the NaN check and the running averages.
+        values = torch.stack([loss, losses["cls_loss"], losses["box_loss"]]).detach().double().cpu()
+        if not torch.isfinite(values).all():
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {step}: cls_loss={losses['cls_loss'].item():.4g}, "
-                f"box_loss={losses['box_loss'].item():.4g}. Try a lower --learning_rate"
+                f"non-finite loss at epoch {epoch}, step {step}: cls_loss={values[1].item():.4g}, "
+                f"box_loss={values[2].item():.4g}. Try a lower --learning_rate"
                 + (", or run without --amp" if amp_dtype is not None else "")
             )
         optimizer.zero_grad(set_to_none=True)
@@ -91,7 +93,6 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, device, e
         last_lr = optimizer.param_groups[0]["lr"]
         lr_scheduler.step()
 
-        values = torch.stack([losses["loss"], losses["cls_loss"], losses["box_loss"]]).detach().double().cpu()
         sums += values
         images_this_call += images.shape[0]
         progress.update(sums=sums.tolist(), steps=step, images=progress["images"] + images.shape[0])
