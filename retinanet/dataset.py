@@ -26,14 +26,21 @@ from .dataset_check import sanitize_box
 from .image_io import ImageReadError, load_image_rgb
 
 
+# A dataset JSON larger than this is refused before parsing (COCO's train2017 is about 450 MiB).
+MAX_JSON_BYTES = 2 * 2**30
+
+
 class CocoDetection(Dataset):
-    def __init__(self, root, set_name, transform, skip_unreadable=False):
+    def __init__(self, root, set_name, transform, skip_unreadable=False, max_json_bytes=MAX_JSON_BYTES):
         self.root = root
         self.set_name = set_name
         self.json_path = os.path.join(root, f"{set_name}.json")
         self.image_dir = os.path.join(root, "images", set_name)
         self.transform = transform
         self.skip_unreadable = skip_unreadable
+        size = os.path.getsize(self.json_path)
+        if size > max_json_bytes:
+            raise ValueError(f"{self.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
         with open(self.json_path, "rb") as handle:
             coco = json.load(handle)
         categories = sorted(coco["categories"], key=lambda category: category["id"])

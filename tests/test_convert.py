@@ -336,3 +336,23 @@ def test_bccd_sample(tmp_path):
                                 'val': {'Platelets': 3, 'RBC': 14, 'WBC': 1}}
     assert summary['problems'] == {'degenerate_box': 1}
     assert 'BloodImage_00338.xml: object 13' in summary['problem_messages'][0]
+
+    # The converted images train: one short step on them through the real training loop.
+    torch = pytest.importorskip('torch')
+    from retinanet.dataset import CocoDetection, collate
+    from retinanet.losses import RetinaNetLoss
+    from retinanet.model import RetinaNet
+    from retinanet.transforms import TrainTransform
+
+    dataset = CocoDetection(output, 'train', TrainTransform(min_side=160, max_side=224))
+    images, targets, skipped = collate([dataset[(index, index)] for index in range(len(dataset))])
+    assert skipped == 0 and images.shape == (3, 3, 160, 224)  # 480x640 scaled by 1/3, padded to 32
+    torch.manual_seed(0)
+    model = RetinaNet(num_classes=3, depth=18, norm='gn', head_norm='gn', fpn_channels=64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    losses = RetinaNetLoss(low_quality_matches=True)(model(images), targets)
+    optimizer.zero_grad()
+    losses['loss'].backward()
+    optimizer.step()
+    assert torch.isfinite(losses['loss']) and losses['box_loss'].item() > 0
+    assert all(len(target['boxes']) > 0 for target in targets)

@@ -40,8 +40,16 @@ def test_train_test_submission_and_vis_end_to_end(tiny_data, tmp_path):
     assert len(aps) == 5
     assert aps[0] < 0.1 and aps[-1] > 0.15, aps
     assert (tmp_path / "log" / "e2e.log").read_text().count("epoch_loss_list") == 1
-    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "model_final.pt", "config.json", "summary.json"):
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "model_final.pt", "config.json", "summary.json",
+                 "curves.png"):
         assert (run / name).exists(), name
+    evaluated = [r for r in records if "coco" in r]
+    best = max(evaluated, key=lambda r: r["coco"]["AP"])
+    assert load_checkpoint(str(run / "checkpoint_best.pt"))["epoch"] == best["epoch"]
+    assert load_checkpoint(str(run / "checkpoint_last.pt"))["epoch"] == 25
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == best["epoch"] and summary["best_metric"] == pytest.approx(best["coco"]["AP"])
+    assert summary["epoch_loss_list"] == pytest.approx([r["loss"] for r in records])
 
     out = tmp_path / "results"
     test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(run / "model_final.pt"), "--set_name", "train",

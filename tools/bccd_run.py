@@ -20,7 +20,8 @@ from retinanet.experiment import run_command  # noqa: E402  (needs the path abov
 # anchor (32 px), so the images are not shrunk.
 BCCD_TRAIN_FLAGS = [
     "--depth", "18", "--fpn_channels", "128", "--min_side", "480", "--max_side", "640",
-    "--batch_size", "4", "--learning_rate", "6e-4", "--epochs", "30", "--milestones", "24", "28",
+    "--batch_size", "4", "--learning_rate", "3e-4", "--epochs", "30", "--milestones", "24", "28",
+    "--low_quality_matches",
     "--eval_every", "5", "--print_every", "25",
 ]
 
