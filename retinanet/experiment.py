@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 
-def next_run_name(output_path, log_dir, depth, epochs):
-    prefix = f"train_depth{depth}_epochs{epochs}_no"
+def next_run_name(output_path, log_dir, depth, epochs, prefix=""):
+    """``{prefix}train_depth{D}_epochs{E}_no{N}`` with N one more than any run folder or log."""
+    prefix = f"{prefix}train_depth{depth}_epochs{epochs}_no"
     pattern = re.compile(re.escape(prefix) + r"(\d+)(\.log)?$")
     taken = [0]
     for folder in (output_path, log_dir):

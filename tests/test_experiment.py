@@ -15,6 +15,8 @@ def test_run_names_follow_the_convention_and_take_the_next_free_number(tmp_path)
     (output / "train_depth18_epochs20_no7").mkdir()  # another configuration does not count
     assert experiment.next_run_name(str(output), str(log), 50, 20) == "train_depth50_epochs20_no4"
     assert experiment.next_run_name(str(output), str(log), 18, 20) == "train_depth18_epochs20_no8"
+    (output / "demo_train_depth18_epochs20_no2").mkdir()
+    assert experiment.next_run_name(str(output), str(log), 18, 20, prefix="demo_") == "demo_train_depth18_epochs20_no3"
 
 
 def test_run_log_writes_console_lines_to_the_file(tmp_path, capsys):

@@ -14,7 +14,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from retinanet.experiment import run_command  # noqa: E402  (needs the path above)
+from retinanet.experiment import next_run_name, run_command  # noqa: E402  (needs the path above)
 
 # Blood cells at the native 640x480 resolution: platelets are 20-30 px, about the smallest
 # anchor (32 px), so the images are not shrunk.
@@ -30,15 +30,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voc_root", default=os.path.join(ROOT, "..", "shared", "datasets", "BCCD"))
     parser.add_argument("--data", default="data_bccd", help="where the converted dataset goes (default: data_bccd)")
-    parser.add_argument("--run_name", default=None, help="default: bccd_<next free number>")
+    parser.add_argument("--run_name", default=None, help="default: bccd_train_depth18_epochs30_no<next free number>")
     args, train_flags = parser.parse_known_args()
     started = time.perf_counter()
     os.chdir(ROOT)
     python = sys.executable
     if not os.path.exists(os.path.join(ROOT, args.data, "train.json")):
         run_command([python, "tools/voc_to_coco.py", "--voc_root", args.voc_root, "--output", args.data])
-    run_name = args.run_name or "bccd_no" + str(1 + sum(1 for name in os.listdir(os.path.join(ROOT, "output"))
-                                                       if name.startswith("bccd_no")))
+    run_name = args.run_name or next_run_name("output", "log", 18, 30, prefix="bccd_")
     run_dir = os.path.join("output", run_name)
     run_command([python, "train.py", "--coco_path", args.data, *BCCD_TRAIN_FLAGS, "--run_name", run_name,
                  *train_flags])
