@@ -91,3 +91,21 @@ def test_resume_gives_the_same_weights_and_losses_as_an_uninterrupted_run(tiny_d
         assert torch.equal(value, b["model"][key]), key
     lines = (resumed / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_predictions_on_plain_image_files_need_no_dataset_json(tiny_data, tmp_path):
+    run = _train(tiny_data, tmp_path, "plain", "--epochs", "1", "--val_set", "")
+    folder = os.path.join(tiny_data, "images", "test")
+    vis = subprocess.run([sys.executable, "vis.py", "--images", folder, "--checkpoint_path", str(run / "model_final.pt"),
+                          "--output_dir", str(tmp_path / "pictures"), "--workers", "0", "--score_threshold", "0"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert vis.returncode == 0, vis.stderr
+    files = sorted(os.listdir(folder))
+    pictures = [line for line in vis.stdout.splitlines() if line.endswith(".png")]
+    assert len(pictures) == len(files)
+    predictions = json.loads((tmp_path / "pictures" / "predictions.json").read_text())
+    class_names = load_checkpoint(str(run / "model_final.pt"))["class_names"]
+    # Threshold 0 keeps every candidate, so each image has detections, capped at 100.
+    per_file = {name: sum(os.path.basename(p["file_name"]) == name for p in predictions) for name in files}
+    assert all(0 < count <= 100 for count in per_file.values()), per_file
+    assert all(1 <= p["category_id"] <= len(class_names) and 0 <= p["score"] <= 1 for p in predictions)
