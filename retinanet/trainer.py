@@ -161,7 +161,11 @@ class Trainer:
         model_from_checkpoint(state, args.resume)  # validates the weights against the description
         self.model_without_ddp.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # Keep the iteration count, but let this command's flags define the schedule, so a run
+        # can be extended (--epochs, --milestones) or continued at a lower --learning_rate.
+        schedule = self.lr_scheduler.lr_lambdas
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.lr_scheduler.lr_lambdas = schedule
         self.lr_scheduler.base_lrs = [args.learning_rate] * len(self.lr_scheduler.base_lrs)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -20,7 +20,7 @@ from retinanet.experiment import next_run_name, run_command  # noqa: E402  (need
 # anchor (32 px), so the images are not shrunk.
 BCCD_TRAIN_FLAGS = [
     "--depth", "18", "--fpn_channels", "128", "--min_side", "480", "--max_side", "640",
-    "--batch_size", "4", "--learning_rate", "3e-4", "--epochs", "30", "--milestones", "24", "28",
+    "--batch_size", "4", "--learning_rate", "3e-4", "--epochs", "15", "--milestones", "12", "14",
     "--low_quality_matches",
     "--eval_every", "5", "--print_every", "25",
 ]
@@ -30,14 +30,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voc_root", default=os.path.join(ROOT, "..", "shared", "datasets", "BCCD"))
     parser.add_argument("--data", default="data_bccd", help="where the converted dataset goes (default: data_bccd)")
-    parser.add_argument("--run_name", default=None, help="default: bccd_train_depth18_epochs30_no<next free number>")
+    parser.add_argument("--run_name", default=None, help="default: bccd_train_depth18_epochs15_no<next free number>")
     args, train_flags = parser.parse_known_args()
     started = time.perf_counter()
     os.chdir(ROOT)
     python = sys.executable
     if not os.path.exists(os.path.join(ROOT, args.data, "train.json")):
         run_command([python, "tools/voc_to_coco.py", "--voc_root", args.voc_root, "--output", args.data])
-    run_name = args.run_name or next_run_name("output", "log", 18, 30, prefix="bccd_")
+    run_name = args.run_name or next_run_name("output", "log", 18, 15, prefix="bccd_")
     run_dir = os.path.join("output", run_name)
     run_command([python, "train.py", "--coco_path", args.data, *BCCD_TRAIN_FLAGS, "--run_name", run_name,
                  *train_flags])
