@@ -25,6 +25,8 @@ def measure(impl, depth, mode, args):
     command = [sys.executable, os.path.join(HERE, "train_step_worker.py"), "--impl", impl, "--depth", str(depth),
                "--mode", mode, "--steps", str(args.steps), "--min_side", str(args.min_side),
                "--max_side", str(args.max_side), "--batch_size", str(args.batch_size), "--workers", str(args.workers)]
+    if impl == "ours" and args.channels_last:
+        command.append("--channels_last")
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"measurement failed: {' '.join(command)}\n{completed.stderr[-2000:]}")
@@ -53,6 +55,7 @@ def main():
     parser.add_argument("--max_side", type=int, default=320)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--channels_last", action="store_true", help="run our model in channels-last format")
     args = parser.parse_args()
     peak = matmul_peak_gflops()
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, matmul peak {peak:.0f} GFLOP/s; "

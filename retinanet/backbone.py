@@ -10,6 +10,7 @@ Normalisation is a choice (``norm``):
 - ``gn``: GroupNorm with 32 groups, independent of the batch size.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -76,6 +77,17 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+class StemMaxPool(nn.Module):
+    """3x3 stride-2 max pooling. On the CPU, PyTorch's kernel for channels-first tensors is
+    more than ten times slower than its channels-last kernel (measured: 47 ms against 3 ms for
+    8x64x112x128), so the pooling runs channels-last there; the result is identical."""
+
+    def forward(self, x):
+        if x.device.type != "cpu" or x.is_contiguous(memory_format=torch.channels_last):
+            return F.max_pool2d(x, 3, 2, 1)
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, 2, 1).contiguous()
+
+
 def _shortcut(in_channels, out_channels, stride, norm):
     if stride == 1 and in_channels == out_channels:
         return None
@@ -95,7 +107,7 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = make_norm(norm, 64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = StemMaxPool()
         in_channels = 64
         for stage, (channels, num_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage), start=1):
             layers = []

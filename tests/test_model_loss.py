@@ -122,3 +122,14 @@ def test_low_quality_matches_rescue_a_box_no_anchor_covers_well():
     assert positive[0].tolist() == [False, False, True]
     assert negative[0].tolist() == [True, True, False]
     assert matched[0, 2].item() == 0
+
+
+def test_stem_pooling_equals_plain_max_pooling_in_value_and_gradient():
+    from retinanet.backbone import StemMaxPool
+    x = torch.randn(2, 8, 30, 33, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    ours, reference = StemMaxPool()(x), torch.nn.MaxPool2d(3, 2, 1)(y)
+    assert torch.equal(ours, reference) and ours.is_contiguous()
+    ours.square().sum().backward()
+    reference.square().sum().backward()
+    assert torch.equal(x.grad, y.grad)
