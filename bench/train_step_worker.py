@@ -68,6 +68,7 @@ def main():
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast around the forward pass")
     args = parser.parse_args()
     torch.manual_seed(0)
     coco = CocoDetection(args.coco_path, "train", TrainTransform(args.min_side, args.max_side))
@@ -82,7 +83,9 @@ def main():
             images, targets, _ = batch
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            return criterion(model(images), targets)["loss"]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+                outputs = model(images)
+            return criterion(outputs, targets)["loss"]
     else:
         model = torchvision_model(args.depth, coco.num_classes, args.min_side, args.max_side)
         loader = DataLoader(TorchvisionStyleData(coco), batch_size=args.batch_size, shuffle=True, drop_last=True,
@@ -91,12 +94,14 @@ def main():
 
         def step(batch):
             images, targets = batch
-            return sum(model(list(images), list(targets)).values())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+                losses = model(list(images), list(targets))
+            return sum(loss.float() for loss in losses.values())
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     batches = itertools.cycle(loader) if args.mode == "whole" else itertools.repeat(next(iter(loader)))
     flops = None
-    if args.impl == "ours" and args.mode == "model":
+    if args.impl == "ours" and args.mode == "model" and not args.amp:
         from torch.utils.flop_counter import FlopCounterMode
         counter = FlopCounterMode(display=False)
         with counter:
@@ -112,7 +117,7 @@ def main():
         optimizer.step()
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": args.impl, "depth": args.depth, "mode": args.mode,
+    print(json.dumps({"impl": args.impl, "depth": args.depth, "mode": args.mode, "amp": args.amp,
                       "images_per_second": args.steps * args.batch_size / seconds,
                       "step_seconds": seconds / args.steps, "peak_rss_mib": peak_mib, "flops_per_step": flops}))
 

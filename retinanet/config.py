@@ -5,6 +5,7 @@ means the same thing everywhere and a bad value is refused before any work start
 """
 import argparse
 import os
+import sys
 
 import torch
 
@@ -70,7 +71,8 @@ def device_parent():
     group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
                        help="data-loading worker processes (default: the number of cores, at most 8)")
     group.add_argument("--amp", action="store_true",
-                       help="mixed precision (bfloat16 where supported, else float16 with a gradient scaler); CUDA only")
+                       help="mixed precision: bfloat16 autocast (on a GPU without bfloat16, float16 with a gradient "
+                            "scaler); on a CPU fast only with AVX512-BF16 or AMX")
     group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")
     return parser
 
@@ -153,12 +155,18 @@ def resolve_device(name):
 
 
 def amp_dtype_for(device, enabled):
-    """The autocast dtype for --amp: bfloat16 where the GPU supports it, else float16."""
+    """The autocast dtype for --amp: bfloat16 where the device supports it, else float16 (GPU).
+
+    On the CPU only bfloat16 autocast exists; it is fast where the processor has native
+    bfloat16 instructions (AVX512-BF16 or AMX) and slow elsewhere, so it stays opt-in."""
     if not enabled:
         return None
-    if device.type != "cuda":
-        raise SystemExit("error: --amp needs a CUDA device; on the CPU train in float32")
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("warning: this CPU has no fast bfloat16 support; --amp will likely be slower than float32",
+              file=sys.stderr)
+    return torch.bfloat16
 
 
 def check_image_sizes(parser, args):

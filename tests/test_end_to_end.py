@@ -109,3 +109,10 @@ def test_predictions_on_plain_image_files_need_no_dataset_json(tiny_data, tmp_pa
     per_file = {name: sum(os.path.basename(p["file_name"]) == name for p in predictions) for name in files}
     assert all(0 < count <= 100 for count in per_file.values()), per_file
     assert all(1 <= p["category_id"] <= len(class_names) and 0 <= p["score"] <= 1 for p in predictions)
+
+
+def test_bfloat16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
+    run = _train(tiny_data, tmp_path, "amp", "--epochs", "1", "--val_set", "", "--amp")
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < record["loss"] < 10 and record["images"] == 16
+    assert load_checkpoint(str(run / "model_final.pt"))["args"]["amp"] is True
