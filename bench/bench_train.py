@@ -31,6 +31,8 @@ def measure(variant, depth, mode, args):
                "--max_side", str(args.max_side), "--batch_size", str(args.batch_size), "--workers", str(args.workers)]
     if amp:
         command.append("--amp")
+    if args.device != "cpu":
+        command += ["--device", args.device]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"measurement failed: {' '.join(command)}\n{completed.stderr[-2000:]}")
@@ -70,6 +72,8 @@ def main():
     parser.add_argument("--max_side", type=int, default=320)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where to train (peak memory is then torch.cuda.max_memory_allocated)")
     args = parser.parse_args()
     peaks = machine_peaks()
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads; float32 peaks: matmul "

@@ -4,7 +4,8 @@
 
 ``whole``: data loading, transforms, forward, loss, backward and optimizer step, through each
 implementation's own data path. ``model``: the same with one preloaded batch, data excluded.
-Prints one JSON line: images/s, peak RSS (MiB), and for ``ours`` the FLOPs of one step.
+Prints one JSON line: images/s, peak memory in MiB (the process's RSS on the CPU,
+``torch.cuda.max_memory_allocated`` on a GPU), and for ``ours`` the FLOPs of one step.
 """
 import argparse
 import itertools
@@ -69,8 +70,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast around the forward pass")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     torch.manual_seed(0)
+    device = torch.device(args.device)
     coco = CocoDetection(args.coco_path, "train", TrainTransform(args.min_side, args.max_side))
     if args.impl == "ours":
         model = RetinaNet(coco.num_classes, depth=args.depth, norm="bn", head_norm="none")
@@ -81,9 +84,10 @@ def main():
 
         def step(batch):
             images, targets, _ = batch
+            images = images.to(device, non_blocking=True)
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
                 outputs = model(images)
             return criterion(outputs, targets)["loss"]
     else:
@@ -94,10 +98,12 @@ def main():
 
         def step(batch):
             images, targets = batch
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
-                losses = model(list(images), list(targets))
+            images = [image.to(device, non_blocking=True) for image in images]
+            targets = [{key: value.to(device) for key, value in target.items()} for target in targets]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                losses = model(images, targets)
             return sum(loss.float() for loss in losses.values())
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     batches = itertools.cycle(loader) if args.mode == "whole" else itertools.repeat(next(iter(loader)))
     flops = None
@@ -110,13 +116,21 @@ def main():
         flops = counter.get_total_flops()
     for index in range(args.warmup + args.steps):
         if index == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
         loss = step(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"impl": args.impl, "depth": args.depth, "mode": args.mode, "amp": args.amp,
                       "images_per_second": args.steps * args.batch_size / seconds,
                       "step_seconds": seconds / args.steps, "peak_rss_mib": peak_mib, "flops_per_step": flops}))
