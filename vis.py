@@ -44,8 +44,8 @@ def parse_args(argv=None):
                         help="otherwise draw this many random images (default: 8)")
     source.add_argument("--seed", type=int, default=3407, help="seed for choosing random images (default: 3407)")
     drawing = parser.add_argument_group("drawing")
-    drawing.add_argument("--score_threshold", type=config.unit_interval, default=0.3,
-                         help="draw predictions scoring at least this (default: 0.3)")
+    drawing.add_argument("--score_threshold", type=config.unit_interval, default=0.5,
+                         help="draw predictions scoring at least this (default: 0.5)")
     drawing.add_argument("--layout", default="side", choices=("side", "overlay"),
                          help="ground truth and predictions side by side, or on one picture (default: side)")
     drawing.add_argument("--grid", action="store_true", help="tile all pictures into one grid.png")
@@ -79,6 +79,8 @@ def predictions_from_checkpoint(args, dataset=None, files=None):
 
 
 def draw_one(image, gt_boxes, gt_names, predictions, names, layout, title):
+    # Lowest scores first, so the most confident box and label end up on top.
+    predictions = sorted(predictions, key=lambda p: p["score"])
     boxes = [p["bbox"] for p in predictions]
     labels = [names.get(p["category_id"], str(p["category_id"])) for p in predictions]
     scores = [p["score"] for p in predictions]
