@@ -136,9 +136,13 @@ def main(argv=None):
             boxes[:, 2:] -= boxes[:, :2]
             labels = [dataset.class_names[label] for label in labels]
             items.append((dataset.image_path(index), image_id, boxes.tolist(), labels))
+    by_image = {}
+    for entry in results:
+        if entry["score"] >= args.score_threshold:
+            by_image.setdefault(entry["image_id"], []).append(entry)
     pictures = []
     for path, image_id, gt_boxes, gt_names in items:
-        predictions = [r for r in results if r["image_id"] == image_id and r["score"] >= args.score_threshold]
+        predictions = by_image.get(image_id, [])
         pictures.append(draw_one(load_image_rgb(path), gt_boxes, gt_names, predictions, names, args.layout,
                                  f"image {image_id}"))
         if not args.grid:

@@ -30,11 +30,15 @@ class AspectRatioBatchSampler(Sampler):
         self.epoch = 0
         # Batches to leave out at the start of the next pass (resuming inside an epoch).
         self.skip_batches = 0
+        self._cached = None
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def _all_batches(self):
+        # The batches depend only on the epoch; len() and iteration share one computation.
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
         rng = np.random.default_rng([self.seed, self.epoch])
         count = len(self.groups)
         order = rng.permutation(count) if self.shuffle else np.arange(count)
@@ -53,6 +57,7 @@ class AspectRatioBatchSampler(Sampler):
             # Training: every rank must run the same number of steps.
             padding = (-len(batches)) % self.num_replicas
             batches += [batches[i % len(batches)] for i in range(padding)]
+        self._cached = (self.epoch, batches)
         return batches
 
     def __iter__(self):
