@@ -22,12 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .dataset_check import sanitize_box
+from .dataset_check import MAX_JSON_BYTES, sanitize_box
 from .image_io import ImageReadError, load_image_rgb
-
-
-# A dataset JSON larger than this is refused before parsing (COCO's train2017 is about 450 MiB).
-MAX_JSON_BYTES = 2 * 2**30
 
 
 class CocoDetection(Dataset):

@@ -29,10 +29,12 @@ from typing import NamedTuple
 from .dataset_report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
 from .image_io import ImageReadError, verify_image_file
 
-__all__ = ["ERROR_KINDS", "FIX_KINDS", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
+__all__ = ["ERROR_KINDS", "FIX_KINDS", "MAX_JSON_BYTES", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
            "Problem", "check_box", "check_dataset", "sanitize_box", "validate_or_raise"]
 
 MIN_BOX_SIZE = 1.0  # pixels, after clipping; smaller boxes are skipped
+# A dataset JSON larger than this is refused before parsing (COCO's train2017 is about 450 MiB).
+MAX_JSON_BYTES = 2 * 2**30
 
 
 class BoxCheck(NamedTuple):
@@ -75,7 +77,7 @@ def sanitize_box(bbox_xywh, width, height):
     return check_box(bbox_xywh, width, height).box
 
 
-def check_dataset(root, set_name, check_images=True, max_json_bytes=2 * 2**30, num_threads=16):
+def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16):
     """Check ``{root}/{set_name}.json`` and its images; return a DatasetReport of every problem.
 
     ``check_images=False`` skips the image files. Image headers are read by ``num_threads``
@@ -100,7 +102,7 @@ def check_dataset(root, set_name, check_images=True, max_json_bytes=2 * 2**30, n
     return report
 
 
-def validate_or_raise(root, set_name, check_images=True, max_json_bytes=2 * 2**30, num_threads=16):
+def validate_or_raise(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16):
     """Run check_dataset; raise DatasetError when the set is unusable, else return the report."""
     report = check_dataset(root, set_name, check_images, max_json_bytes, num_threads)
     if not report.ok:
