@@ -1,15 +1,17 @@
 # Two commands do all the set-up on a fresh clone:
-#   make demo   creates .venv from requirements.txt, generates data/ if missing, trains and evaluates
+#   make demo   creates .venv (pinned requirements.txt + this project, editable), generates data/ if missing,
+#               trains and evaluates
 #   make test   creates .venv if needed and runs the test suite
 PYTHON_BASE ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test data bench bccd clean-venv
+.PHONY: demo test data bench bccd clean-venv venv
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed

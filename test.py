@@ -12,14 +12,14 @@ import time
 
 import torch
 
-from retinanet import config
-from retinanet.checkpoint import CheckpointError
-from retinanet.dataset import CocoDetection
-from retinanet.evaluation import format_per_class_table, format_stats
-from retinanet.experiment import write_json
+from retinanet.runs import options as config
+from retinanet.runs.checkpoint import CheckpointError
+from retinanet.data.coco import CocoDetection
+from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
+from retinanet.runs.run_dir import write_json
 from retinanet.inference import image_sizes_from, load_model
-from retinanet.trainer import build_loader, evaluate_on
-from retinanet.transforms import EvalTransform
+from retinanet.runs.trainer import build_loader, evaluate_on
+from retinanet.data.transforms import EvalTransform
 
 
 def parse_args(argv=None):

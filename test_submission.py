@@ -9,9 +9,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from retinanet.evaluation import (  # noqa: E402  (needs the path above)
+from retinanet.evaluation.coco_eval import (
     EVALUATORS,
     GroundTruthError,
     evaluate_detections,
@@ -19,7 +18,7 @@ from retinanet.evaluation import (  # noqa: E402  (needs the path above)
     has_annotations,
     load_gt_json,
 )
-from retinanet.submission import DEFAULT_MAX_BYTES, SubmissionError, check_results, load_results_file  # noqa: E402
+from retinanet.evaluation.results_check import DEFAULT_MAX_BYTES, SubmissionError, check_results, load_results_file
 
 
 def get_args_parser():

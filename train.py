@@ -6,16 +6,13 @@ Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run nam
 console output to log/<run name>.log. See README.md for every flag.
 """
 import argparse
-import os
 import sys
-import time
 
-import torch
 
-from retinanet import config, distributed
-from retinanet.checkpoint import CheckpointError, load_checkpoint
-from retinanet.dataset_check import DatasetError
-from retinanet.trainer import Trainer
+from retinanet.runs import options as config
+from retinanet.runs.checkpoint import CheckpointError, load_checkpoint
+from retinanet.data.check import DatasetError
+from retinanet.runs.trainer import Trainer
 
 
 def parse_args(argv=None):

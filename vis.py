@@ -13,18 +13,17 @@ import json
 import os
 import random
 
-import numpy as np
 
-from retinanet import config
-from retinanet.checkpoint import CheckpointError
-from retinanet.dataset import CocoDetection
+from retinanet.runs import options as config
+from retinanet.runs.checkpoint import CheckpointError
+from retinanet.data.coco import CocoDetection
 from retinanet.engine import predict
-from retinanet.image_io import load_image_rgb
+from retinanet.data.image_io import load_image_rgb
 from retinanet.inference import image_files_loader, image_sizes_from, list_images, load_model
-from retinanet.postprocess import PostProcessor
-from retinanet.submission import SubmissionError, load_results_file
-from retinanet.trainer import build_loader
-from retinanet.transforms import EvalTransform
+from retinanet.models.postprocess import PostProcessor
+from retinanet.evaluation.results_check import SubmissionError, load_results_file
+from retinanet.runs.trainer import build_loader
+from retinanet.data.transforms import EvalTransform
 from retinanet.visualize import (GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, add_title, draw_boxes, grid,
                                  save_png, side_by_side)
 

@@ -7,8 +7,6 @@ Python loop building the result dicts, then pycocotools' COCOeval. It runs the s
 weights as ours, so the two paths differ only in how the work around the network is done.
 Used by bench_eval.py as the reference to beat; not used by the package.
 """
-import json
-import os
 
 import numpy as np
 import skimage.color
@@ -17,8 +15,8 @@ import skimage.transform
 import torch
 from torchvision.ops import nms
 
-from retinanet import boxes as box_ops
-from retinanet.evaluation import evaluate_detections
+from retinanet.models import box_coding as box_ops
+from retinanet.evaluation.coco_eval import evaluate_detections
 
 MEAN = np.array([[[0.485, 0.456, 0.406]]])
 STD = np.array([[[0.229, 0.224, 0.225]]])

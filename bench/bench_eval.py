@@ -11,20 +11,17 @@ import argparse
 import glob
 import os
 import statistics
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
+import torch
 
-import ancestor_eval  # noqa: E402
-from retinanet.dataset import CocoDetection  # noqa: E402
-from retinanet.inference import image_sizes_from, load_model  # noqa: E402
-from retinanet.trainer import build_loader, evaluate_on  # noqa: E402
-from retinanet.transforms import EvalTransform  # noqa: E402
+import ancestor_eval
+from retinanet.data.coco import CocoDetection
+from retinanet.inference import image_sizes_from, load_model
+from retinanet.runs.trainer import build_loader, evaluate_on
+from retinanet.data.transforms import EvalTransform
 
 
 def newest_checkpoint():

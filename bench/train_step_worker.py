@@ -12,22 +12,20 @@ import itertools
 import json
 import os
 import resource
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-from retinanet.dataset import CocoDetection  # noqa: E402
-from retinanet.image_io import load_image_rgb  # noqa: E402
-from retinanet.losses import RetinaNetLoss  # noqa: E402
-from retinanet.model import RetinaNet  # noqa: E402
-from retinanet.trainer import build_loader  # noqa: E402
-from retinanet.transforms import TrainTransform  # noqa: E402
+from retinanet.data.coco import CocoDetection
+from retinanet.data.image_io import load_image_rgb
+from retinanet.models.loss import RetinaNetLoss
+from retinanet.models.retinanet import RetinaNet
+from retinanet.runs.trainer import build_loader
+from retinanet.data.transforms import TrainTransform
 
 
 class TorchvisionStyleData(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import torch
 from tqdm import tqdm
 
-from . import distributed
+from retinanet.util import distributed
 
 
 class NonFiniteLossError(RuntimeError):

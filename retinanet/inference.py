@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .dataset import collate
-from .image_io import load_image_rgb
+from retinanet.runs.checkpoint import load_checkpoint, model_from_checkpoint
+from retinanet.data.coco import collate
+from retinanet.data.image_io import load_image_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from retinanet import boxes as box_ops
-from retinanet.anchors import AnchorGenerator, cell_anchors, feature_sizes_for_image, num_anchors_for_image
+from retinanet.models import box_coding as box_ops
+from retinanet.models.anchors import AnchorGenerator, cell_anchors, feature_sizes_for_image, num_anchors_for_image
 
 
 def test_anchor_count_per_level_for_a_given_image_size():

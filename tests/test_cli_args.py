@@ -1,6 +1,5 @@
 """Out-of-range command-line values are refused at parse time (argparse's exit code 2) with a
 message that says what is allowed; no data is read and no model is built."""
-import os
 
 import pytest
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from retinanet.convert import ConversionError, convert_csv, convert_voc, split_by_ratio
+from retinanet.data.convert import ConversionError, convert_csv, convert_voc, split_by_ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BCCD_ROOT = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'datasets', 'BCCD')
@@ -339,10 +339,10 @@ def test_bccd_sample(tmp_path):
 
     # The converted images train: one short step on them through the real training loop.
     torch = pytest.importorskip('torch')
-    from retinanet.dataset import CocoDetection, collate
-    from retinanet.losses import RetinaNetLoss
-    from retinanet.model import RetinaNet
-    from retinanet.transforms import TrainTransform
+    from retinanet.data.coco import CocoDetection, collate
+    from retinanet.models.loss import RetinaNetLoss
+    from retinanet.models.retinanet import RetinaNet
+    from retinanet.data.transforms import TrainTransform
 
     dataset = CocoDetection(output, 'train', TrainTransform(min_side=160, max_side=224))
     images, targets, skipped = collate([dataset[(index, index)] for index in range(len(dataset))])

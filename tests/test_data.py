@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from retinanet.dataset import CocoDetection, collate
-from retinanet.sampler import AspectRatioBatchSampler
-from retinanet.transforms import EvalTransform, TrainTransform, resize_scale
+from retinanet.data.coco import CocoDetection, collate
+from retinanet.data.sampler import AspectRatioBatchSampler
+from retinanet.data.transforms import EvalTransform, TrainTransform, resize_scale
 
 
 def write_dataset(root, images, annotations, categories, set_name="train"):

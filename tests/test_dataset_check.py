@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinanet.dataset_check import DatasetError, check_dataset, sanitize_box, validate_or_raise
+from retinanet.data.check import DatasetError, check_dataset, sanitize_box, validate_or_raise
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SET = "train"

@@ -6,21 +6,20 @@ import textwrap
 
 import torch
 
-from retinanet.dataset import CocoDetection
-from retinanet.sampler import AspectRatioBatchSampler
-from retinanet.synthetic import generate_dataset
-from retinanet.transforms import EvalTransform
+from retinanet.data.coco import CocoDetection
+from retinanet.data.sampler import AspectRatioBatchSampler
+from retinanet.data.synthetic import generate_dataset
+from retinanet.data.transforms import EvalTransform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = textwrap.dedent("""
     import os, sys
     import torch
-    sys.path.insert(0, {root!r})
     import importlib.util
     spec = importlib.util.spec_from_file_location("train_script", os.path.join({root!r}, "train.py"))
     train_script = importlib.util.module_from_spec(spec); spec.loader.exec_module(train_script)
-    from retinanet.trainer import Trainer
+    from retinanet.runs.trainer import Trainer
 
     args = train_script.parse_args(sys.argv[1:])
     trainer = Trainer(args)

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from retinanet.checkpoint import load_checkpoint
-from retinanet.synthetic import generate_dataset
+from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.data.synthetic import generate_dataset
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 
 train_script = load_script("train")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from retinanet.evaluation import (
+from retinanet.evaluation.coco_eval import (
     STAT_NAMES,
     evaluate_detections,
     format_per_class_table,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from retinanet import experiment
+from retinanet.runs import run_dir as experiment
 from retinanet.optim import LearningRateFactor
 
 

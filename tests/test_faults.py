@@ -11,11 +11,11 @@ import uuid
 import pytest
 import torch
 
-from retinanet import trainer as trainer_module
-from retinanet.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
-from retinanet.losses import RetinaNetLoss
-from retinanet.model import build_model
-from retinanet.synthetic import generate_dataset
+from retinanet.runs import trainer as trainer_module
+from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from retinanet.models.loss import RetinaNetLoss
+from retinanet.models.retinanet import build_model
+from retinanet.data.synthetic import generate_dataset
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 
 TINY = TINY_TRAIN_FLAGS + ["--epochs", "1", "--val_set", "", "--eval_every", "0"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from retinanet.image_io import (ImageReadError, load_image_rgb, read_image_header, read_image_size,
+from retinanet.data.image_io import (ImageReadError, load_image_rgb, read_image_header, read_image_size,
                                 verify_image_file)
 
 ORIENTATION_TAG = 0x0112

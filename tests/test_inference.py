@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from retinanet.model import RetinaNet
-from retinanet.postprocess import PostProcessor
+from retinanet.models.retinanet import RetinaNet
+from retinanet.models.postprocess import PostProcessor
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from retinanet.backbone import ResNet
-from retinanet.losses import RetinaNetLoss, assign_anchors, focal_loss
-from retinanet.model import RetinaNet
-from retinanet import boxes as box_ops
+from retinanet.models.backbone import ResNet
+from retinanet.models.loss import RetinaNetLoss, assign_anchors, focal_loss
+from retinanet.models.retinanet import RetinaNet
+from retinanet.models import box_coding as box_ops
 
 
 @pytest.mark.parametrize("depth,channels", [(18, (128, 256, 512)), (34, (128, 256, 512)),
@@ -125,7 +125,7 @@ def test_low_quality_matches_rescue_a_box_no_anchor_covers_well():
 
 
 def test_stem_pooling_equals_plain_max_pooling_in_value_and_gradient():
-    from retinanet.backbone import StemMaxPool
+    from retinanet.models.backbone import StemMaxPool
     x = torch.randn(2, 8, 30, 33, requires_grad=True)
     y = x.detach().clone().requires_grad_()
     ours, reference = StemMaxPool()(x), torch.nn.MaxPool2d(3, 2, 1)(y)

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torchvision
 
-from retinanet.backbone import ResNet, load_pretrained_backbone
-from retinanet.model import RetinaNet
+from retinanet.models.backbone import ResNet, load_pretrained_backbone
+from retinanet.models.retinanet import RetinaNet
 
 
 @pytest.fixture(scope="module")

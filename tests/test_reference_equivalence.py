@@ -10,9 +10,9 @@ import skimage.transform
 import torch
 from PIL import Image
 
-from retinanet.losses import RetinaNetLoss
-from retinanet.model import RetinaNet
-from retinanet.transforms import EvalTransform, IMAGENET_MEAN, IMAGENET_STD
+from retinanet.models.loss import RetinaNetLoss
+from retinanet.models.retinanet import RetinaNet
+from retinanet.data.transforms import EvalTransform, IMAGENET_MEAN, IMAGENET_STD
 
 
 def straightforward_transform(path, boxes, min_side, max_side):
@@ -40,7 +40,7 @@ def test_opencv_pipeline_matches_the_straightforward_one(tmp_path, size, min_sid
     Image.fromarray(pixels.astype(np.uint8)).save(path)
     boxes = np.array([[width / 4, height / 4, width / 2, height / 2], [0, 0, width, height]], dtype=np.float32)
 
-    from retinanet.image_io import load_image_rgb
+    from retinanet.data.image_io import load_image_rgb
     ours, our_boxes, our_scale = EvalTransform(min_side, max_side)(load_image_rgb(str(path)), boxes)
     reference, reference_boxes, reference_scale = straightforward_transform(path, boxes, min_side, max_side)
     assert our_scale == pytest.approx(reference_scale)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from retinanet.submission import SubmissionError, check_results, load_results_file
+from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

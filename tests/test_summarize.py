@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from retinanet import summary, sweep
-from retinanet.plots import plot_run_curves, plot_runs_overlay
+from retinanet.runs import tables as summary
+from retinanet.runs import sweep
+from retinanet.runs.plots import plot_run_curves, plot_runs_overlay
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinanet.synthetic import (CLASS_NAMES, draw_object, generate_dataset, sample_image_size,
+from retinanet.data.synthetic import (CLASS_NAMES, draw_object, generate_dataset, sample_image_size,
                                  sample_object_layout, sample_shape)
 
 TINY = dict(num_train=10, num_val=10, num_test=10, seed=5, min_size=160, max_size=256)

@@ -12,9 +12,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from retinanet.experiment import next_run_name, run_command  # noqa: E402  (needs the path above)
+from retinanet.runs.run_dir import next_run_name, run_command
 
 # Blood cells at the native 640x480 resolution: platelets are 20-30 px, about the smallest
 # anchor (32 px), so the images are not shrunk.

@@ -6,12 +6,10 @@ Exits with 0 when every set is usable (fixes the data loader applies are listed 
 counts) and with 2 when a set is unusable.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet.dataset_check import check_dataset  # noqa: E402  (needs the path above)
+from retinanet.data.check import check_dataset
 
 EXIT_UNUSABLE = 2
 

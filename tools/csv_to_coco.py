@@ -11,12 +11,10 @@ Example:
         --classes classes.csv --output data/mine
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet.convert import (  # noqa: E402  (the repository root must be on sys.path first)
+from retinanet.data.convert import (
     convert_csv, output_options_parser, run_conversion)
 
 

@@ -10,9 +10,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from retinanet.experiment import next_run_name, run_command  # noqa: E402  (needs the path above)
+from retinanet.runs.run_dir import next_run_name, run_command
 
 # Sized for a 2-core CPU (README): ResNet-18 with a 128-channel FPN and heads on 192-256 px
 # images, GroupNorm from scratch, 12 epochs of the 600 training images, about 9 minutes.

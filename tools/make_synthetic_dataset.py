@@ -5,12 +5,10 @@
 The same arguments always give byte-identical files; see ``retinanet/synthetic.py``.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet.synthetic import generate_dataset  # noqa: E402
+from retinanet.data.synthetic import generate_dataset
 
 
 def parse_args():

@@ -4,13 +4,10 @@
     python tools/plot_runs.py --runs output/ --names 'sweep_x_*' --metric AP50 --output docs/sweep_x.png
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet import summary  # noqa: E402
-from retinanet.plots import COCO_KEYS, LOSS_KEYS, plot_runs_overlay  # noqa: E402
+from retinanet.runs import tables as summary
+from retinanet.runs.plots import COCO_KEYS, LOSS_KEYS, plot_runs_overlay
 
 
 def parse_args(argv=None):

@@ -7,12 +7,9 @@ Paths may be run folders, folders of runs (output/), folders of logs (log/{run}.
 for output/{run}) or single .log files. See retinanet/summary.py for the columns.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet import summary  # noqa: E402
+from retinanet.runs import tables as summary
 
 
 def parse_args(argv=None):

@@ -12,9 +12,9 @@ import os
 import shlex
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet import summary, sweep  # noqa: E402
+from retinanet.runs import tables as summary
+from retinanet.runs import sweep
 
 
 def positive_number_text(text):

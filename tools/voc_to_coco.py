@@ -13,12 +13,10 @@ Examples:
     python tools/voc_to_coco.py --voc_root my_voc --output data/mine --split_ratio 0.8 0.1 0.1
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retinanet.convert import (  # noqa: E402  (the repository root must be on sys.path first)
+from retinanet.data.convert import (
     DIFFICULT_MODES, convert_voc, output_options_parser, run_conversion)
 
 

@@ -26,8 +26,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from .dataset_report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
-from .image_io import ImageReadError, verify_image_file
+from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
+from retinanet.data.image_io import ImageReadError, verify_image_file
 
 __all__ = ["ERROR_KINDS", "FIX_KINDS", "MAX_JSON_BYTES", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
            "Problem", "check_box", "check_dataset", "sanitize_box", "validate_or_raise"]

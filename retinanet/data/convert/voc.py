@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass
 
-from .common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
-from .writer import write_dataset
+from retinanet.data.convert.common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
+from retinanet.data.convert.writer import write_dataset
 
 DIFFICULT_MODES = ('crowd', 'skip', 'keep')
 DEFAULT_VOC_SETS = ('train', 'val', 'test')

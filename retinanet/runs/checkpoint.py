@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import torch
 
-from .model import MODEL_ARG_NAMES, build_model
+from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
 
 
 class CheckpointError(RuntimeError):

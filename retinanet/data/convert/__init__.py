@@ -20,13 +20,13 @@ Modules: ``voc`` and ``csv_format`` read the two input formats, ``common`` holds
 share (errors, problem log, image records, box rules), ``writer`` writes the images and JSON,
 ``cli`` holds the summary printing and options the converter scripts share.
 """
-from .cli import format_summary, output_options_parser, print_report, run_conversion
-from .common import (EXIF_ORIENTATION_TAG, PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog,
+from retinanet.data.convert.cli import format_summary, output_options_parser, print_report, run_conversion
+from retinanet.data.convert.common import (EXIF_ORIENTATION_TAG, PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog,
                      read_image_size)
-from .csv_format import convert_csv, read_csv_classes
-from .voc import (DEFAULT_VOC_SETS, DIFFICULT_MODES, IMAGE_EXTENSIONS, VOC_CORNER_TAGS, VocAnnotation,
+from retinanet.data.convert.csv_format import convert_csv, read_csv_classes
+from retinanet.data.convert.voc import (DEFAULT_VOC_SETS, DIFFICULT_MODES, IMAGE_EXTENSIONS, VOC_CORNER_TAGS, VocAnnotation,
                   VocObject, convert_voc, split_by_ratio)
-from .writer import build_coco_dataset
+from retinanet.data.convert.writer import build_coco_dataset
 
 __all__ = [
     'DEFAULT_VOC_SETS', 'DIFFICULT_MODES', 'EXIF_ORIENTATION_TAG', 'IMAGE_EXTENSIONS', 'PROBLEM_KINDS',

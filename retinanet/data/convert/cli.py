@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from .common import PROBLEM_KINDS, ConversionError
+from retinanet.data.convert.common import PROBLEM_KINDS, ConversionError
 
 
 def format_summary(summary):

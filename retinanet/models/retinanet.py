@@ -5,10 +5,10 @@ detections (``postprocess.py``) are separate, so training, evaluation and benchm
 """
 from torch import nn
 
-from .anchors import AnchorGenerator
-from .backbone import ResNet
-from .fpn import FeaturePyramid
-from .heads import ClassificationHead, RegressionHead
+from retinanet.models.anchors import AnchorGenerator
+from retinanet.models.backbone import ResNet
+from retinanet.models.fpn import FeaturePyramid
+from retinanet.models.heads import ClassificationHead, RegressionHead
 
 HEAD_NORM_CHOICES = ("none", "gn")
 

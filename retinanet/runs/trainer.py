@@ -7,20 +7,21 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed, experiment
-from .backbone import load_pretrained_backbone
-from .checkpoint import (atomic_torch_save, capture_rng_states, model_from_checkpoint, restore_rng_states)
-from .config import amp_dtype_for, resolve_device
-from .dataset import CocoDetection, collate
-from .dataset_check import validate_or_raise
-from .engine import NonFiniteLossError, TooManySkippedImagesError, predict, train_one_epoch
-from .evaluation import evaluate_detections
-from .losses import RetinaNetLoss
-from .model import MODEL_ARG_NAMES, build_model
-from .optim import build_lr_scheduler, build_optimizer
-from .postprocess import PostProcessor
-from .sampler import AspectRatioBatchSampler
-from .transforms import EvalTransform, TrainTransform
+from retinanet.util import distributed
+from retinanet.runs import run_dir as experiment
+from retinanet.models.backbone import load_pretrained_backbone
+from retinanet.runs.checkpoint import (atomic_torch_save, capture_rng_states, model_from_checkpoint, restore_rng_states)
+from retinanet.runs.options import amp_dtype_for, resolve_device
+from retinanet.data.coco import CocoDetection, collate
+from retinanet.data.check import validate_or_raise
+from retinanet.engine import NonFiniteLossError, TooManySkippedImagesError, predict, train_one_epoch
+from retinanet.evaluation.coco_eval import evaluate_detections
+from retinanet.models.loss import RetinaNetLoss
+from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
+from retinanet.optim import build_lr_scheduler, build_optimizer
+from retinanet.models.postprocess import PostProcessor
+from retinanet.data.sampler import AspectRatioBatchSampler
+from retinanet.data.transforms import EvalTransform, TrainTransform
 
 
 def _ignore_ctrl_c(worker_id):
@@ -250,7 +251,7 @@ class Trainer:
         self.log(line)
         experiment.append_metrics(self.metrics_path, record)
         try:
-            from .plots import plot_run_curves
+            from retinanet.runs.plots import plot_run_curves
             plot_run_curves(experiment.read_metrics(self.metrics_path), os.path.join(self.run_dir, "curves.png"),
                             title=self.args.run_name)
         except ImportError:

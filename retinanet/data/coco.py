@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .dataset_check import MAX_JSON_BYTES, sanitize_box
-from .image_io import ImageReadError, load_image_rgb
+from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
+from retinanet.data.image_io import ImageReadError, load_image_rgb
 
 
 class CocoDetection(Dataset):

@@ -7,7 +7,7 @@ Per image and pyramid level: keep scores above ``score_threshold``, at most ``to
 import torch
 from torchvision.ops import batched_nms
 
-from . import boxes as box_ops
+from retinanet.models import box_coding as box_ops
 
 
 class PostProcessor:

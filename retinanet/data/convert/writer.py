@@ -4,7 +4,7 @@ import os
 import shutil
 from collections import Counter
 
-from .common import ConversionError, stable_number
+from retinanet.data.convert.common import ConversionError, stable_number
 
 
 def write_dataset(output, records_by_set, categories, source, copy, force, problems):

@@ -17,7 +17,7 @@ import statistics
 import sys
 from fnmatch import fnmatchcase
 
-from .experiment import read_metrics
+from retinanet.runs.run_dir import read_metrics
 
 FINISHED = "finished"
 UNFINISHED = "running or crashed"

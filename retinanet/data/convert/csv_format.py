@@ -2,8 +2,8 @@
 import csv
 import os
 
-from .common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
-from .writer import write_dataset
+from retinanet.data.convert.common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
+from retinanet.data.convert.writer import write_dataset
 
 
 def convert_csv(annotations, classes_file, output, copy=False, force=False):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import boxes as box_ops
+from retinanet.models import box_coding as box_ops
 
 
 def focal_loss(logits, targets, alpha=0.25, gamma=2.0):

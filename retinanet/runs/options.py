@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from .backbone import NORM_CHOICES, RESNET_LAYOUTS
-from .model import HEAD_NORM_CHOICES
-from .optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS
+from retinanet.models.retinanet import HEAD_NORM_CHOICES
+from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
 
 
 def positive_int(text):

@@ -1,0 +1,1 @@
+"""Scoring detections: COCO evaluation and strict checks of results files."""

@@ -1,0 +1,1 @@
+"""Run bookkeeping: the trainer, run folders, checkpoints, metrics, plots, tables, sweeps and the shared command-line options."""
