@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from retinanet.data.convert import ConversionError, convert_csv, convert_voc, split_by_ratio
+from retinanet.data.image_io import load_image_rgb
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BCCD_ROOT = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'datasets', 'BCCD')
@@ -292,6 +293,28 @@ def test_csv_colliding_file_names_raise_before_writing(tmp_path):
     assert not os.path.exists(tmp_path / 'out')
 
 
+def test_csv_sizes_are_those_the_loader_decodes_and_unreadable_images_are_skipped(tmp_path):
+    # A TIFF stored 20x10 with orientation 6 is 10 wide, 20 high upright; Pillow already gives
+    # TIFF sizes upright, so swapping them again for the orientation would be wrong.
+    write_image(str(tmp_path / 'rotated.tif'), 20, 10, exif_orientation=6)
+    write_image(str(tmp_path / 'rotated.jpg'), 20, 10, exif_orientation=6)
+    (tmp_path / 'broken.jpg').write_text('not a picture')
+    write_lines(str(tmp_path / 'classes.csv'), ['cell,0'])
+    write_lines(str(tmp_path / 'train.csv'), ['rotated.tif,1,1,5,15,cell', 'rotated.jpg,,,,,',
+                                              'broken.jpg,1,1,5,5,cell'])
+    output = str(tmp_path / 'out')
+    summary = convert_csv({'train': str(tmp_path / 'train.csv')}, str(tmp_path / 'classes.csv'), output)
+    images = load_json(os.path.join(output, 'train.json'))['images']
+    assert [(image['width'], image['height']) for image in images] == [(10, 20), (10, 20)]
+    for image in images:
+        decoded = load_image_rgb(os.path.join(output, 'images', 'train', image['file_name']))
+        assert decoded.shape[:2] == (image['height'], image['width'])
+    assert summary['problems'] == {'unreadable_image': 1}
+    assert summary['problem_messages'] == [
+        f"unreadable_image: {tmp_path / 'train.csv'}:3: {tmp_path / 'broken.jpg'}: "
+        f"not an image file (format not recognised)"]
+
+
 def run_script(name, *arguments):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', name), *arguments],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
@@ -339,7 +362,8 @@ def test_bccd_sample(tmp_path):
 
     # The converted images train: one short step on them through the real training loop.
     torch = pytest.importorskip('torch')
-    from retinanet.data.coco import CocoDetection, collate
+    from retinanet.data.coco import CocoDetection
+    from retinanet.data.loader import collate
     from retinanet.models.loss import RetinaNetLoss
     from retinanet.models.retinanet import RetinaNet
     from retinanet.data.transforms import TrainTransform

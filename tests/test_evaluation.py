@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from retinanet.evaluation.coco_eval import (
-    STAT_NAMES,
+    COCO_STAT_NAMES,
     evaluate_detections,
     format_per_class_table,
     has_annotations,
@@ -79,8 +79,8 @@ def test_faster_and_pycocotools_agree():
     faster = evaluate_detections(gt, results, evaluator="faster")
     reference = evaluate_detections(gt, results, evaluator="pycocotools")
     assert faster["evaluator"] == "faster" and reference["evaluator"] == "pycocotools"
-    assert set(faster["stats"]) == set(STAT_NAMES)
-    for name in STAT_NAMES:
+    assert set(faster["stats"]) == set(COCO_STAT_NAMES)
+    for name in COCO_STAT_NAMES:
         assert abs(faster["stats"][name] - reference["stats"][name]) < 1e-3, name
     # Noisy boxes with misses and false positives: a real score, neither 0 nor perfect.
     assert 0.1 < faster["stats"]["AP"] < 0.95
@@ -116,7 +116,7 @@ def test_perfect_results_score_one(evaluator):
 def test_empty_results_score_zero(evaluator):
     gt = make_gt()
     metrics = evaluate_detections(gt, [], evaluator=evaluator)
-    assert metrics["stats"] == {name: 0.0 for name in STAT_NAMES}
+    assert metrics["stats"] == {name: 0.0 for name in COCO_STAT_NAMES}
     assert len(metrics["lines"]) == 12 and metrics["lines"][0].endswith("= 0.000")
     assert [row["AP"] for row in metrics["per_class"]] == [0.0, 0.0, 0.0]
 

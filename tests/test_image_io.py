@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from retinanet.data.image_io import (ImageReadError, load_image_rgb, read_image_header, read_image_size,
-                                verify_image_file)
+                                     verify_image_file, write_png)
 
 ORIENTATION_TAG = 0x0112
 # A small image whose pixels all differ, so any flip or turn shows: shape (3, 5, 3).
@@ -188,3 +188,13 @@ def test_missing_file_raises(tmp_path):
     for reader in (load_image_rgb, read_image_size, verify_image_file):
         with pytest.raises(ImageReadError, match="file not found"):
             reader(path)
+
+
+def test_write_png_round_trip_matches_opencv(tmp_path):
+    bgr = np.ascontiguousarray(PATTERN[..., ::-1])
+    path, reference = str(tmp_path / "written.png"), str(tmp_path / "reference.png")
+    write_png(path, bgr, compression=6)
+    assert cv2.imwrite(reference, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    assert open(path, "rb").read() == open(reference, "rb").read()
+    np.testing.assert_array_equal(load_image_rgb(path), PATTERN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference.png", "written.png"]

@@ -6,8 +6,9 @@
 import argparse
 
 
-from retinanet.runs import tables as summary
-from retinanet.runs.plots import COCO_KEYS, LOSS_KEYS, plot_runs_overlay
+from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
+from retinanet.runs import tables
+from retinanet.runs.plots import LOSS_KEYS, plot_runs_overlay
 
 
 def parse_args(argv=None):
@@ -19,7 +20,7 @@ def parse_args(argv=None):
                       help="only the runs with these names or shell patterns (default: all found)")
     plot = parser.add_argument_group("plot")
     plot.add_argument("--output", required=True, metavar="PNG", help="PNG file to write")
-    plot.add_argument("--metric", default="AP", choices=LOSS_KEYS + COCO_KEYS,
+    plot.add_argument("--metric", default="AP", choices=LOSS_KEYS + COCO_STAT_NAMES,
                       help="a COCO metric for the right panel, or a loss for the left panel (default: AP)")
     return parser.parse_args(argv)
 
@@ -27,8 +28,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run_dirs = summary.select_runs(summary.find_runs(args.runs), args.names)
-        runs = {run["name"]: run["records"] for run in map(summary.load_run, run_dirs)}
+        run_dirs = tables.select_runs(tables.find_runs(args.runs), args.names)
+        runs = {run["name"]: run["records"] for run in map(tables.load_run, run_dirs)}
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}")
     if not runs:

@@ -4,12 +4,12 @@
     python tools/summarize.py output/ log/ --runs 'sweep_x_*' --sort AP --csv docs/runs.csv
 
 Paths may be run folders, folders of runs (output/), folders of logs (log/{run}.log stands
-for output/{run}) or single .log files. See retinanet/summary.py for the columns.
+for output/{run}) or single .log files. See retinanet/runs/tables.py for the columns.
 """
 import argparse
 
 
-from retinanet.runs import tables as summary
+from retinanet.runs import tables
 
 
 def parse_args(argv=None):
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.sort is not None:
         try:
-            summary.resolve_column(args.sort)
+            tables.resolve_column(args.sort)
         except ValueError as error:
             parser.error(f"--sort: {error}")
     return args
@@ -38,17 +38,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run_dirs = summary.select_runs(summary.find_runs(args.paths), args.runs)
-        rows = summary.summary_rows(run_dirs)
+        run_dirs = tables.select_runs(tables.find_runs(args.paths), args.runs)
+        rows = tables.summary_rows(run_dirs)
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}")
     if not rows:
         raise SystemExit(f"error: no runs found in {', '.join(args.paths)}")
     if args.sort:
-        rows = summary.sort_rows(rows, args.sort)
-    print(summary.format_report(rows, group_by=args.group_by))
+        rows = tables.sort_rows(rows, args.sort)
+    print(tables.format_report(rows, group_by=args.group_by))
     if args.csv:
-        summary.write_csv(rows, args.csv)
+        tables.write_csv(rows, args.csv)
         print(f"\nwrote {args.csv}")
 
 

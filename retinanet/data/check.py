@@ -17,17 +17,17 @@ loader and checker always agree. Boxes are COCO ``[x, y, width, height]`` in pix
 covers ``x <= u <= x + width``, and clipping is to ``[0, image width] x [0, image height]``.
 
 The report classes (``DatasetReport``, ``Problem``, ``DatasetError`` and the kind tables) live
-in ``dataset_report`` and are importable from here too.
+in ``retinanet.data.report`` and are importable from here too.
 """
 import json
 import math
-import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
 from retinanet.data.image_io import ImageReadError, verify_image_file
+from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
+from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
 __all__ = ["ERROR_KINDS", "FIX_KINDS", "MAX_JSON_BYTES", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
            "Problem", "check_box", "check_dataset", "sanitize_box", "validate_or_raise"]
@@ -48,10 +48,10 @@ def check_box(bbox_xywh, width, height):
     """Judge one COCO box ``[x, y, w, h]`` against a ``width`` x ``height`` image; return a BoxCheck."""
     image = f"the {width}x{height} image" if math.isfinite(width) and math.isfinite(height) else "the image"
     if (isinstance(bbox_xywh, (str, bytes)) or not hasattr(bbox_xywh, "__len__")
-            or len(bbox_xywh) != 4 or not all(_is_number(value) for value in bbox_xywh)):
-        return BoxCheck(None, "box_malformed", f"bbox must be four numbers [x, y, w, h], got {_short(bbox_xywh)}")
-    if not all(_is_finite(value) for value in bbox_xywh):
-        return BoxCheck(None, "box_not_finite", f"bbox {_short(list(bbox_xywh))} is not finite")
+            or len(bbox_xywh) != 4 or not all(is_number(value) for value in bbox_xywh)):
+        return BoxCheck(None, "box_malformed", f"bbox must be four numbers [x, y, w, h], got {describe(bbox_xywh)}")
+    if not all(is_finite_number(value) for value in bbox_xywh):
+        return BoxCheck(None, "box_not_finite", f"bbox {short_repr(list(bbox_xywh))} is not finite")
     x, y, w, h = (float(value) for value in bbox_xywh)
     described = f"bbox [{x:g}, {y:g}, {w:g}, {h:g}]"
     if w < 0 or h < 0:
@@ -96,7 +96,7 @@ def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYT
     else:
         _check_annotations(_top_level_list(data, "annotations", report), images, categories, report)
         if category_entries == [] and report.num_annotations:
-            report.add("json_structure", json_path, None, "'categories' is empty but there are annotations")
+            report.add("json_structure", "'categories' is empty but there are annotations")
     if check_images and images:
         _check_image_files(os.path.join(root, "images", set_name), images, report, num_threads)
     return report
@@ -118,21 +118,21 @@ class _ImageEntry(NamedTuple):
 
 def _load_json(json_path, max_json_bytes, report):
     if not os.path.isfile(json_path):
-        report.add("json_missing", json_path, None, "annotation file not found")
+        report.add("json_missing", "annotation file not found")
         return None
     size = os.path.getsize(json_path)
     if size > max_json_bytes:
-        report.add("json_too_large", json_path, None,
+        report.add("json_too_large",
                    f"file is {size} bytes, over the limit of {max_json_bytes} bytes (max_json_bytes)")
         return None
     try:
         with open(json_path, "rb") as file:
             data = json.load(file)
     except (OSError, ValueError) as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        report.add("json_invalid", json_path, None, f"not valid JSON: {error}")
+        report.add("json_invalid", f"not valid JSON: {error}")
         return None
     if not isinstance(data, dict):
-        report.add("json_structure", json_path, None, f"top level must be a JSON object, got {type(data).__name__}")
+        report.add("json_structure", f"top level must be a JSON object, got {type(data).__name__}")
         return None
     return data
 
@@ -140,11 +140,11 @@ def _load_json(json_path, max_json_bytes, report):
 def _top_level_list(data, key, report):
     """Return ``data[key]`` when it is a list, else report it and return None."""
     if key not in data:
-        report.add("json_structure", report.json_path, None, f"missing required key '{key}'")
+        report.add("json_structure", f"missing required key '{key}'")
         return None
     if not isinstance(data[key], list):
         kind_name = type(data[key]).__name__
-        report.add("json_structure", report.json_path, None, f"'{key}' must be a list, got {kind_name}")
+        report.add("json_structure", f"'{key}' must be a list, got {kind_name}")
         return None
     return data[key]
 
@@ -155,29 +155,30 @@ def _check_image_entries(entries, report):
         return None
     report.num_images = len(entries)
     if not entries:
-        report.add("empty_set", report.json_path, None, "'images' is empty: the set has no images")
+        report.add("empty_set", "'images' is empty: the set has no images")
     images = {}
     for index, entry in enumerate(entries):
         image_id = _entry_id(entry, f"images[{index}]", "image_entry_invalid", report)
         if image_id is None:
             continue
         if image_id in images:
-            report.add("duplicate_image_id", report.json_path, image_id,
-                       f"image {image_id}: id used again by images[{index}]")
+            report.add("duplicate_image_id", f"image {image_id}: id used again by images[{index}]", item_id=image_id)
             continue
         file_name = entry.get("file_name")
         if not isinstance(file_name, str) or not file_name:
-            report.add("image_entry_invalid", report.json_path, image_id,
-                       f"image {image_id}: file_name must be a non-empty string, got {_short(file_name)}")
+            report.add("image_entry_invalid",
+                       f"image {image_id}: file_name must be a non-empty string, got {describe(file_name)}",
+                       item_id=image_id)
             file_name = None
         sizes = []
         for key in ("width", "height"):
             value = entry.get(key)
-            if _is_number(value) and _is_finite(value) and value > 0 and value == int(value):
+            if is_finite_number(value) and value > 0 and value == int(value):
                 sizes.append(int(value))
             else:
-                report.add("image_entry_invalid", report.json_path, image_id,
-                           f"image {image_id}: {key} must be a positive integer, got {_short(value)}")
+                report.add("image_entry_invalid",
+                           f"image {image_id}: {key} must be a positive integer, got {describe(value)}",
+                           item_id=image_id)
         width, height = sizes if len(sizes) == 2 else (None, None)
         images[image_id] = _ImageEntry(file_name, width, height)
     return images
@@ -195,14 +196,15 @@ def _check_categories(entries, report):
             continue
         name = entry.get("name")
         if category_id in seen_ids:
-            report.add("duplicate_category_id", report.json_path, category_id,
-                       f"category {category_id}: id used again by categories[{index}]")
+            report.add("duplicate_category_id",
+                       f"category {category_id}: id used again by categories[{index}]", item_id=category_id)
         elif not isinstance(name, str) or not name:
-            report.add("category_entry_invalid", report.json_path, category_id,
-                       f"category {category_id}: name must be a non-empty string, got {_short(name)}")
+            report.add("category_entry_invalid",
+                       f"category {category_id}: name must be a non-empty string, got {describe(name)}",
+                       item_id=category_id)
         elif name in names.values():
-            report.add("duplicate_category_name", report.json_path, category_id,
-                       f"category {category_id}: name '{name}' is also used by another category")
+            report.add("duplicate_category_name",
+                       f"category {category_id}: name '{name}' is also used by another category", item_id=category_id)
         else:
             names[category_id] = name
         seen_ids.add(category_id)
@@ -225,8 +227,8 @@ def _check_annotations(entries, images, categories, report):
         if not isinstance(entry, dict):
             continue  # reported by _entry_id
         if annotation_id in seen_ids:
-            report.add("duplicate_annotation_id", report.json_path, annotation_id,
-                       f"{label}: id used again by annotations[{index}]")
+            report.add("duplicate_annotation_id",
+                       f"{label}: id used again by annotations[{index}]", item_id=annotation_id)
         elif annotation_id is not None:
             seen_ids.add(annotation_id)
         image_id = _annotation_reference(entry, "image_id", images, "unknown_image_id", label, annotation_id, report)
@@ -249,14 +251,14 @@ def _check_annotations(entries, images, categories, report):
 def _annotation_reference(entry, key, known, unknown_kind, label, annotation_id, report):
     """Return ``entry[key]`` when it is an id found in ``known``, else report it and return None."""
     value = entry.get(key)
-    if not _is_int(value):
-        report.add("annotation_entry_invalid", report.json_path, annotation_id,
-                   f"{label}: {key} must be an integer, got {_short(value)}")
+    if not is_integer(value):
+        report.add("annotation_entry_invalid",
+                   f"{label}: {key} must be an integer, got {describe(value)}", item_id=annotation_id)
         return None
     if known is None:
         return None  # the list it refers to is itself missing, which is reported already
     if value not in known:
-        report.add(unknown_kind, report.json_path, annotation_id, f"{label}: {key} {value} does not exist")
+        report.add(unknown_kind, f"{label}: {key} {value} does not exist", item_id=annotation_id)
         return None
     return value
 
@@ -264,11 +266,11 @@ def _annotation_reference(entry, key, known, unknown_kind, label, annotation_id,
 def _check_annotation_box(entry, image, label, annotation_id, report):
     """Check iscrowd and bbox of one annotation; ``image`` is its _ImageEntry, or None if unknown."""
     iscrowd = entry.get("iscrowd", 0)
-    if not _is_int(iscrowd) or iscrowd not in (0, 1):
-        report.add("annotation_entry_invalid", report.json_path, annotation_id,
-                   f"{label}: iscrowd must be 0 or 1, got {_short(iscrowd)}")
+    if not is_integer(iscrowd) or iscrowd not in (0, 1):
+        report.add("annotation_entry_invalid",
+                   f"{label}: iscrowd must be 0 or 1, got {describe(iscrowd)}", item_id=annotation_id)
     if "bbox" not in entry:
-        report.add("box_malformed", report.json_path, annotation_id, f"{label}: has no bbox")
+        report.add("box_malformed", f"{label}: has no bbox", item_id=annotation_id)
         return
     if image is None or image.width is None:
         width = height = math.inf  # unknown size: check the numbers only
@@ -276,17 +278,17 @@ def _check_annotation_box(entry, image, label, annotation_id, report):
         width, height = image.width, image.height
     verdict = check_box(entry["bbox"], width, height)
     if verdict.kind in ERROR_KINDS:
-        report.add(verdict.kind, report.json_path, annotation_id, f"{label}: {verdict.reason}")
+        report.add(verdict.kind, f"{label}: {verdict.reason}", item_id=annotation_id)
     elif iscrowd == 1:
-        report.add("crowd_skipped", report.json_path, annotation_id, f"{label}: iscrowd=1, skipped from training")
+        report.add("crowd_skipped", f"{label}: iscrowd=1, skipped from training", item_id=annotation_id)
     elif verdict.kind is not None:
-        report.add(verdict.kind, report.json_path, annotation_id, f"{label}: {verdict.reason}")
+        report.add(verdict.kind, f"{label}: {verdict.reason}", item_id=annotation_id)
 
 
 def _check_image_files(image_dir, images, report, num_threads):
     """Check that every listed image exists, is complete and has the size the JSON gives."""
     if not os.path.isdir(image_dir):
-        report.add("image_folder_missing", image_dir, None, f"image folder {image_dir} not found")
+        report.add("image_folder_missing", f"image folder {image_dir} not found", file=image_dir)
         return
     listed = [(image_id, entry) for image_id, entry in images.items() if entry.file_name is not None]
     paths = [os.path.join(image_dir, entry.file_name) for _, entry in listed]
@@ -294,14 +296,14 @@ def _check_image_files(image_dir, images, report, num_threads):
         results = list(pool.map(_probe_image_file, paths))
     for (image_id, entry), path, (header, kind, reason) in zip(listed, paths, results):
         if kind is not None:
-            report.add(kind, path, image_id, f"image {image_id}: {reason}")
+            report.add(kind, f"image {image_id}: {reason}", file=path, item_id=image_id)
         elif entry.width is not None and (header.width, header.height) != (entry.width, entry.height):
             hint = ""
             if header.orientation >= 5 and (header.height, header.width) == (entry.width, entry.height):
                 hint = f" (the JSON gives the size before the EXIF rotation, orientation {header.orientation})"
-            report.add("image_size_mismatch", path, image_id,
+            report.add("image_size_mismatch",
                        f"image {image_id}: JSON gives {entry.width}x{entry.height} but the file is "
-                             f"{header.width}x{header.height}{hint}")
+                       f"{header.width}x{header.height}{hint}", file=path, item_id=image_id)
 
 
 def _probe_image_file(path):
@@ -317,34 +319,13 @@ def _probe_image_file(path):
 def _entry_id(entry, where, invalid_kind, report):
     """Return the integer id of a JSON entry, or report why there is none and return None."""
     if not isinstance(entry, dict):
-        report.add(invalid_kind, report.json_path, None, f"{where} must be an object, got {_short(entry)}")
+        report.add(invalid_kind, f"{where} must be an object, got {describe(entry)}")
         return None
     value = entry.get("id")
     if "id" not in entry:
-        report.add(invalid_kind, report.json_path, None, f"{where} has no id")
+        report.add(invalid_kind, f"{where} has no id")
         return None
-    if not _is_int(value):
-        report.add(invalid_kind, report.json_path, None, f"{where}: id must be an integer, got {_short(value)}")
+    if not is_integer(value):
+        report.add(invalid_kind, f"{where}: id must be an integer, got {describe(value)}")
         return None
     return value
-
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_finite(value):
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
-
-
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."

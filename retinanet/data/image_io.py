@@ -8,6 +8,9 @@ The orientation comes from one place (Pillow's reading of the header), for both 
 decoded pixels and ``read_image_size``, so the size the dataset check compares with the
 JSON is the size the training loader gets. OpenCV decodes (it is fast); Pillow reads the
 header, decodes the formats OpenCV cannot, and has the last word on truncation.
+
+``IMAGE_EXTENSIONS`` names the files treated as images when a folder is listed, and
+``write_png`` writes an array as a PNG file atomically (see ``retinanet.util.io``).
 """
 import io
 import os
@@ -18,8 +21,13 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from retinanet.util.io import write_bytes
+
 # OpenCV spawns its own thread pool per process; DataLoader workers already give us parallelism.
 cv2.setNumThreads(0)
+
+# File name endings (lower case) of the images a folder listing picks up.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Orientation is applied by _apply_orientation, from the same tag read_image_size uses.
 _OPENCV_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
@@ -111,6 +119,18 @@ def verify_image_file(path):
     if marker is None or not _file_ends_with(path, marker):
         _confirm_complete(path, header.format, path)
     return header
+
+
+def write_png(path, image, compression=6):
+    """Write a uint8 array of shape (H, W, 3) in OpenCV's BGR order, or (H, W), as a PNG file.
+
+    The file is encoded in memory and written atomically; ``compression`` is zlib's level 0-9.
+    Raises OSError naming the path when OpenCV cannot encode the array.
+    """
+    encoded, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not encoded:
+        raise OSError(f"could not encode {path} as PNG")
+    write_bytes(path, data.tobytes())
 
 
 def _read_bytes(path):

@@ -1,10 +1,15 @@
 """The report of a dataset check: problem kinds, the problems found, and their readable text.
 
-``DatasetReport`` collects ``Problem``s in ``errors`` (kinds in ``ERROR_KINDS``: the set is
-unusable until they are fixed) or ``fixes`` (kinds in ``FIX_KINDS``: applied by the data
-loader and only counted). ``DatasetError`` carries an unusable set's report.
+``DatasetReport`` is a ``ProblemReport`` (``retinanet.util.problems``) whose problems are
+``errors`` (kinds in ``ERROR_KINDS``: the set is unusable until they are fixed) or ``fixes``
+(kinds in ``FIX_KINDS``: applied by the data loader and only counted). ``DatasetError``
+carries an unusable set's report.
 """
 from dataclasses import dataclass, field
+
+from retinanet.util.problems import Problem, ProblemReport
+
+__all__ = ["ERROR_KINDS", "FIX_KINDS", "DatasetError", "DatasetReport", "Problem"]
 
 ERROR_KINDS = {
     "json_missing": "annotation file not found",
@@ -37,25 +42,16 @@ FIX_KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem: the file it is in, the id of the item (None when it has none), why."""
-    file: str
-    item_id: object
-    reason: str
-    kind: str  # a key of ERROR_KINDS or FIX_KINDS
-
-    def __str__(self):
-        return f"{self.file}: {self.reason}"
-
-
 @dataclass
-class DatasetReport:
-    """Everything check_dataset found in one set; ``ok`` when nothing makes it unusable."""
+class DatasetReport(ProblemReport):
+    """Everything check_dataset found in one set; ``ok`` when nothing makes it unusable.
+
+    ``problems`` holds every Problem in the order found; ``errors`` are those of a kind in
+    ERROR_KINDS (the set is unusable until they are fixed), ``fixes`` those the data loader fixes.
+    """
+    kinds = {**ERROR_KINDS, **FIX_KINDS}
     set_name: str
     json_path: str
-    errors: list = field(default_factory=list)  # Problems that make the set unusable
-    fixes: list = field(default_factory=list)  # Problems the data loader fixes
     notes: list = field(default_factory=list)  # facts worth knowing, as sentences
     class_counts: dict = field(default_factory=dict)  # category name -> annotations, in id order
     num_images: int = 0
@@ -63,14 +59,20 @@ class DatasetReport:
     images_without_annotations: int = 0
 
     @property
+    def errors(self):
+        return [problem for problem in self.problems if problem.kind in ERROR_KINDS]
+
+    @property
+    def fixes(self):
+        return [problem for problem in self.problems if problem.kind in FIX_KINDS]
+
+    @property
     def ok(self):
         return not self.errors
 
-    def add(self, kind, file, item_id, reason):
-        """Record a problem in ``errors`` or ``fixes``, as its kind says."""
-        if kind not in ERROR_KINDS and kind not in FIX_KINDS:
-            raise KeyError(f"unknown problem kind {kind!r}")
-        (self.errors if kind in ERROR_KINDS else self.fixes).append(Problem(file, item_id, reason, kind))
+    def add(self, kind, reason, file=None, item_id=None, index=None, field=None):
+        """Record a Problem and return it; ``file`` defaults to the annotation file."""
+        return super().add(kind, reason, file or self.json_path, item_id, index, field)
 
     def format(self, max_lines=50):
         """Readable text: totals, class counts, notes, then problems grouped by kind.
@@ -83,14 +85,16 @@ class DatasetReport:
             counts = ", ".join(f"{name}: {count}" for name, count in self.class_counts.items())
             lines.append(f"  annotations per category: {counts}")
         lines += [f"  note: {note}" for note in self.notes]
-        kinds = len({problem.kind for problem in self.errors + self.fixes})
-        per_kind = max(1, max_lines // max(1, kinds))
-        lines += _format_group(f"ERRORS ({len(self.errors)}, the set is unusable until they are fixed)",
-                               self.errors, ERROR_KINDS, per_kind)
-        lines += _format_group(f"FIXES ({len(self.fixes)}, applied by the data loader)",
-                               self.fixes, FIX_KINDS, per_kind)
-        plural = "" if len(self.errors) == 1 else "s"
-        lines.append("Result: usable" if self.ok else f"Result: UNUSABLE ({len(self.errors)} error{plural})")
+        per_kind = self.per_kind_limit(max_lines)
+        errors, fixes = self.errors, self.fixes
+        if errors:
+            lines.append(f"ERRORS ({len(errors)}, the set is unusable until they are fixed):")
+            lines += self.lines_by_kind(errors, per_kind)
+        if fixes:
+            lines.append(f"FIXES ({len(fixes)}, applied by the data loader):")
+            lines += self.lines_by_kind(fixes, per_kind)
+        plural = "" if len(errors) == 1 else "s"
+        lines.append("Result: usable" if self.ok else f"Result: UNUSABLE ({len(errors)} error{plural})")
         return "\n".join(lines)
 
 
@@ -101,17 +105,3 @@ class DatasetError(ValueError):
         super().__init__(report.format())
         self.report = report
 
-
-def _format_group(title, problems, descriptions, per_kind):
-    if not problems:
-        return []
-    lines = [title + ":"]
-    by_kind = {}
-    for problem in problems:
-        by_kind.setdefault(problem.kind, []).append(problem)
-    for kind, group in by_kind.items():
-        lines.append(f"  {kind}: {len(group)} ({descriptions[kind]})")
-        lines += [f"    {problem}" for problem in group[:per_kind]]
-        if len(group) > per_kind:
-            lines.append(f"    ... and {len(group) - per_kind} more")
-    return lines

@@ -20,13 +20,15 @@ Every image is drawn from its own ``numpy.random.Generator`` seeded with
 one set's contents do not depend on the sizes of the others. Arrays are uint8 of shape
 (H, W, 3) in OpenCV's BGR order (colours are random, so the order carries no meaning).
 """
-import json
 import os
 import re
 import time
 
 import cv2
 import numpy as np
+
+from retinanet.data.image_io import write_png
+from retinanet.util.io import write_json
 
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "plus", "star", "ring")
 SET_NAMES = ("train", "val", "test")
@@ -238,12 +240,8 @@ def generate_image(seed, set_index, image_index, min_size, max_size):
 
 
 def _write_json(path, data):
-    """Write ``data`` with a fixed format, through a temporary file so readers never see half a file."""
-    temporary_path = path + ".tmp"
-    with open(temporary_path, "w") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-        handle.write("\n")
-    os.replace(temporary_path, path)
+    """Write ``data`` in a fixed, compact format (keys in the order built), atomically."""
+    write_json(path, data, indent=None, sort_keys=False, separators=(",", ":"))
 
 
 def _check_arguments(counts, min_size, max_size):
@@ -267,8 +265,7 @@ def _generate_set(out_dir, set_name, count, seed, min_size, max_size):
         image, objects = generate_image(seed, SET_NAMES.index(set_name), index, min_size, max_size)
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
-        if not cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
-            raise OSError(f"could not write {os.path.join(image_dir, file_name)}")
+        write_png(os.path.join(image_dir, file_name), image, compression=6)
         images.append({"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]})
         for category_id, bbox, area in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,

@@ -26,9 +26,10 @@ import numpy as np
 
 EVALUATORS = ("faster", "pycocotools")
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# The 12 numbers of COCOeval.summarize(), in its order; the keys of every "stats" / "coco" dict.
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
-# The labels of pycocotools' COCOeval.summarize(), in the order of STAT_NAMES.
+# The labels of pycocotools' COCOeval.summarize(), in the order of COCO_STAT_NAMES.
 STAT_LABELS = (
     "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]",
     "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]",
@@ -185,10 +186,10 @@ def evaluate_detections(gt, results, evaluator="faster", per_class=True, class_n
     coco_dict = gt if isinstance(gt, dict) else load_gt_json(os.fspath(gt))
     if results:
         coco_eval = _run_cocoeval(load_coco_gt(coco_dict, evaluator), results, evaluator)
-        stats = {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats[: len(STAT_NAMES)])}
+        stats = {name: float(value) for name, value in zip(COCO_STAT_NAMES, coco_eval.stats[: len(COCO_STAT_NAMES)])}
         class_aps = per_class_ap(coco_eval) if per_class else {}
     else:
-        stats = {name: 0.0 for name in STAT_NAMES}
+        stats = {name: 0.0 for name in COCO_STAT_NAMES}
         class_aps = None
     per_class_rows = []
     if per_class:
@@ -224,7 +225,7 @@ def _per_class_rows(coco_dict, class_aps, class_names):
 
 def format_stats(stats):
     """The 12 COCO summary lines, formatted exactly as pycocotools' summarize() prints them."""
-    return "\n".join(f" {label} = {stats[name]:0.3f}" for name, label in zip(STAT_NAMES, STAT_LABELS))
+    return "\n".join(f" {label} = {stats[name]:0.3f}" for name, label in zip(COCO_STAT_NAMES, STAT_LABELS))
 
 
 def _format_ap(value):

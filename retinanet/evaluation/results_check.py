@@ -8,9 +8,14 @@ are not numbers. Extra keys are allowed. ``check_results`` reports every problem
 each naming the entry index and the field.
 """
 import json
-import math
 import os
 from dataclasses import dataclass, field
+
+from retinanet.util.problems import Problem, ProblemReport
+from retinanet.util.values import describe, is_finite_number, is_integer
+
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_DETECTIONS_PER_IMAGE", "RESULT_PROBLEM_KINDS", "CheckReport", "Problem",
+           "SubmissionError", "check_results", "load_results_file"]
 
 # COCOeval keeps only the 100 highest-scoring detections per image (maxDets=100).
 MAX_DETECTIONS_PER_IMAGE = 100
@@ -51,44 +56,36 @@ def load_results_file(path, max_bytes=DEFAULT_MAX_BYTES):
         raise SubmissionError(f"{path}: not valid JSON for results: nested too deeply") from error
 
 
-@dataclass
-class Problem:
-    """One thing wrong with a results file; ``index`` is None for the file as a whole."""
-
-    index: int | None
-    field: str | None
-    reason: str
-
-    def __str__(self):
-        where = "results" if self.index is None else f"entry {self.index}"
-        return f"{where}: {self.reason}"
+# Every kind of problem a results file can have.
+RESULT_PROBLEM_KINDS = {
+    "not_a_list": "the top level is not a JSON list of detections",
+    "not_an_object": "an entry is not a JSON object",
+    "missing_field": "a required field is missing",
+    "wrong_type": "a field of the wrong type",
+    "unknown_id": "an image or category id not in the ground truth",
+    "out_of_range": "a box with a negative width or height, or a score outside [0, 1]",
+}
 
 
 @dataclass
-class CheckReport:
+class CheckReport(ProblemReport):
     """Everything ``check_results`` found. ``ok`` is True when there is no problem.
 
+    problems: Problems in entry order, each with the entry ``index`` (None for the file as a
+        whole) and the ``field`` at fault.
     images_without_detections: GT image ids no valid entry refers to, sorted.
     images_over_limit: {image_id: number of entries} for images with more than 100 entries,
         a warning only: COCOeval scores the 100 highest-scoring ones.
     """
-
+    kinds = RESULT_PROBLEM_KINDS
     gt_name: str
     num_entries: int = 0
     num_images: int = 0
-    problems: list = field(default_factory=list)
     images_without_detections: list = field(default_factory=list)
     images_over_limit: dict = field(default_factory=dict)
 
-    @property
-    def ok(self):
-        return not self.problems
-
-    def add(self, index, field_name, reason):
-        self.problems.append(Problem(index, field_name, reason))
-
     def format(self, max_problems=50):
-        """Human-readable summary: counts, warnings, then at most ``max_problems`` problems."""
+        """Human-readable summary: counts, warnings, then at most ``max_problems`` problems in entry order."""
         lines = [
             f"{self.num_entries} detections; {len(self.images_without_detections)} of the "
             f"{self.num_images} images in {self.gt_name} have no detections",
@@ -101,77 +98,54 @@ class CheckReport:
                 f"detections; COCOeval scores only the {MAX_DETECTIONS_PER_IMAGE} highest-scoring of each: "
                 f"{shown}" + (f" ... and {more} more" if more > 0 else "")
             )
-        if self.ok:
-            lines.append("no problems found")
-            return "\n".join(lines)
-        lines.append(f"{len(self.problems)} problems found:")
-        lines.extend(f"  {problem}" for problem in self.problems[:max_problems])
-        if len(self.problems) > max_problems:
-            lines.append(f"  ... and {len(self.problems) - max_problems} more")
-        return "\n".join(lines)
+        return "\n".join(lines + self.problem_lines(max_problems, by_kind=False))
 
 
-def _is_integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_finite_number(value):
-    # Python ints are exact and always finite (math.isfinite overflows on huge ones).
-    return _is_integer(value) or (_is_number(value) and math.isfinite(value))
-
-
-def _describe(value):
-    """Short ``type value`` text for messages, so a huge bad value cannot flood the report."""
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _check_id(report, index, entry, field_name, known_ids, kind):
+def _check_id(report, index, entry, field_name, known_ids, noun):
     """Check an id field; return the id when it is valid, else None."""
     if field_name not in entry:
-        report.add(index, field_name, f"{field_name} is missing")
+        report.add("missing_field", f"{field_name} is missing", index=index, field=field_name)
         return None
     value = entry[field_name]
-    if not _is_integer(value):
-        report.add(index, field_name, f"{field_name} must be an integer, got {_describe(value)}")
+    if not is_integer(value):
+        report.add("wrong_type", f"{field_name} must be an integer, got {describe(value)}",
+                   index=index, field=field_name)
         return None
     if value not in known_ids:
-        report.add(index, field_name, f"{field_name} {value} is not {kind} of {report.gt_name}")
+        report.add("unknown_id", f"{field_name} {value} is not {noun} of {report.gt_name}",
+                   index=index, field=field_name)
         return None
     return value
 
 
 def _check_bbox(report, index, entry):
     if "bbox" not in entry:
-        report.add(index, "bbox", "bbox is missing")
+        report.add("missing_field", "bbox is missing", index=index, field="bbox")
         return
     bbox = entry["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4:
-        report.add(index, "bbox", f"bbox must be a list of 4 numbers [x, y, w, h], got {_describe(bbox)}")
+        report.add("wrong_type", f"bbox must be a list of 4 numbers [x, y, w, h], got {describe(bbox)}",
+                   index=index, field="bbox")
         return
     for position, name in enumerate(("x", "y", "w", "h")):
         value = bbox[position]
-        if not _is_finite_number(value):
-            report.add(index, "bbox", f"bbox {name} (item {position}) must be a finite number, got {_describe(value)}")
+        if not is_finite_number(value):
+            report.add("wrong_type", f"bbox {name} (item {position}) must be a finite number, got {describe(value)}",
+                       index=index, field="bbox")
         elif name in ("w", "h") and value < 0:
-            report.add(index, "bbox", f"bbox {name} (item {position}) is {value}, must be >= 0")
+            report.add("out_of_range", f"bbox {name} (item {position}) is {value}, must be >= 0",
+                       index=index, field="bbox")
 
 
 def _check_score(report, index, entry):
     if "score" not in entry:
-        report.add(index, "score", "score is missing")
+        report.add("missing_field", "score is missing", index=index, field="score")
         return
     score = entry["score"]
-    if not _is_finite_number(score):
-        report.add(index, "score", f"score must be a finite number, got {_describe(score)}")
+    if not is_finite_number(score):
+        report.add("wrong_type", f"score must be a finite number, got {describe(score)}", index=index, field="score")
     elif not 0 <= score <= 1:
-        report.add(index, "score", f"score {score} is outside [0, 1]")
+        report.add("out_of_range", f"score {score} is outside [0, 1]", index=index, field="score")
 
 
 def check_results(results, gt_dict, gt_name="the ground truth"):
@@ -185,14 +159,16 @@ def check_results(results, gt_dict, gt_name="the ground truth"):
     category_ids = {category["id"] for category in gt_dict["categories"]}
     report = CheckReport(gt_name=gt_name, num_images=len(image_ids))
     if not isinstance(results, list):
-        report.add(None, None, f"top level must be a JSON list of detections, got {_describe(results)}")
+        # The parsed list carries no file name: "results" names the file as a whole.
+        report.add("not_a_list", f"top level must be a JSON list of detections, got {describe(results)}",
+                   file="results")
         report.images_without_detections = sorted(image_ids)
         return report
     report.num_entries = len(results)
     detections_per_image = {}
     for index, entry in enumerate(results):
         if not isinstance(entry, dict):
-            report.add(index, None, f"must be a JSON object, got {_describe(entry)}")
+            report.add("not_an_object", f"must be a JSON object, got {describe(entry)}", index=index)
             continue
         image_id = _check_id(report, index, entry, "image_id", image_ids, "an image")
         _check_id(report, index, entry, "category_id", category_ids, "a category")

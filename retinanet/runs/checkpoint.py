@@ -9,12 +9,12 @@ a file that would run code when unpickled is refused instead of executed.
 import os
 import pickle
 import random
-import tempfile
 
 import numpy as np
 import torch
 
 from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
+from retinanet.util.io import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -22,21 +22,10 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_torch_save(obj, path):
-    """Write to a temporary file in the same folder, flush it to disk, then rename over
-    ``path``: a crash or Ctrl-C mid-write leaves the previous file intact."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """``torch.save`` through ``atomic_write``: a crash or Ctrl-C mid-write leaves the previous
+    file intact, and no temporary file behind."""
+    with atomic_write(path, "wb") as stream:
+        torch.save(obj, stream)
 
 
 def load_checkpoint(path):

@@ -8,16 +8,16 @@ Figures are built with matplotlib's object API and the Agg canvas, so nothing he
 pyplot's global state or needs a display. Each PNG is 9 x 3.5 inches at 100 dpi (900 x 350
 pixels, a few tens of KB) and is written atomically: a reader never sees half a file.
 """
-import os
-
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
+from retinanet.util.io import write_figure_png
+
 FIGURE_SIZE = (9.0, 3.5)
 DPI = 100
 LOSS_KEYS = ("loss", "cls_loss", "box_loss")
-COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 LOSS_LABELS = {"loss": "total", "cls_loss": "classification", "box_loss": "regression"}
 
 
@@ -48,7 +48,7 @@ def plot_run_curves(metrics_records, png_path, title=None):
         ap_axes.legend(fontsize="small")
     else:
         _say(ap_axes, "no evaluation yet")
-    _save(figure, png_path)
+    write_figure_png(png_path, figure, dpi=DPI)
 
 
 def plot_runs_overlay(runs, png_path, metric="AP"):
@@ -61,10 +61,10 @@ def plot_runs_overlay(runs, png_path, metric="AP"):
     """
     if metric in LOSS_KEYS:
         loss_key, coco_key = metric, "AP"
-    elif metric in COCO_KEYS:
+    elif metric in COCO_STAT_NAMES:
         loss_key, coco_key = "loss", metric
     else:
-        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(LOSS_KEYS + COCO_KEYS)}")
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(LOSS_KEYS + COCO_STAT_NAMES)}")
     if not runs:
         raise ValueError(f"no runs to plot into {png_path}")
     figure = _new_figure(None)
@@ -80,16 +80,16 @@ def plot_runs_overlay(runs, png_path, metric="AP"):
     if not any(line.get_xdata().size for line in metric_axes.lines):
         _say(metric_axes, "no evaluation yet")
     metric_axes.legend(fontsize="x-small", loc="best")
-    _save(figure, png_path)
+    write_figure_png(png_path, figure, dpi=DPI)
 
 
 def _series(records, key):
     """(epochs, values) of one key; COCO keys are read from ``record['coco']``, -1 entries skipped."""
     epochs, values = [], []
     for record in records:
-        source = record.get("coco") if key in COCO_KEYS else record
+        source = record.get("coco") if key in COCO_STAT_NAMES else record
         value = source.get(key) if isinstance(source, dict) else None
-        if value is None or (key in COCO_KEYS and value < 0):
+        if value is None or (key in COCO_STAT_NAMES and value < 0):
             continue
         epochs.append(record["epoch"])
         values.append(value)
@@ -121,15 +121,3 @@ def _style_axes(axes, title):
 def _say(axes, text):
     axes.text(0.5, 0.5, text, transform=axes.transAxes, ha="center", va="center", color="grey")
 
-
-def _save(figure, png_path):
-    """Write the PNG next to its final name (same folder, so the rename is atomic), then rename it."""
-    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    temporary = f"{png_path}.{os.getpid()}.tmp"
-    try:
-        figure.savefig(temporary, format="png", dpi=DPI)
-        os.replace(temporary, png_path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

@@ -17,11 +17,13 @@ import statistics
 import sys
 from fnmatch import fnmatchcase
 
+from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
 from retinanet.runs.run_dir import read_metrics
+from retinanet.util.io import atomic_write
 
 FINISHED = "finished"
 UNFINISHED = "running or crashed"
-COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+COCO_COLUMNS = COCO_STAT_NAMES[:6]  # the six AP numbers: AP, AP50, AP75, APs, APm, APl
 # (header, row key) of the per-run table.
 COLUMNS = (
     ("run", "run"), ("depth", "depth"), ("optimizer", "optimizer"), ("lr", "lr"), ("batch", "batch"),
@@ -261,14 +263,11 @@ def _markdown(headers, keys, cells):
 def write_csv(rows, path):
     """The per-run rows as CSV with raw numbers (empty where unknown), written atomically."""
     keys = list(CSV_KEYS)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: "" if row.get(key) is None else row[key] for key in keys})
-    os.replace(temporary, path)
 
 
 # ----- one row per configuration -----------------------------------------------------------

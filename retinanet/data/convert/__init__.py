@@ -7,7 +7,8 @@ For every converted set ``S`` the output root receives::
 
 ``images[i].file_name`` is the image's base name inside ``images/S/``; ``width`` and
 ``height`` are those of the image as decoded (EXIF orientation applied), read from the file
-header. Boxes are ``[x, y, width, height]`` in pixels, clipped to the image.
+header by ``image_io.read_image_size``, the rule the data loader decodes by. Boxes are
+``[x, y, width, height]`` in pixels, clipped to the image.
 
 The JSON is deterministic: images are numbered 1..N in split order, annotations 1..M in image
 order then object order, and nothing in it depends on the time or on where the input lives.
@@ -21,15 +22,15 @@ share (errors, problem log, image records, box rules), ``writer`` writes the ima
 ``cli`` holds the summary printing and options the converter scripts share.
 """
 from retinanet.data.convert.cli import format_summary, output_options_parser, print_report, run_conversion
-from retinanet.data.convert.common import (EXIF_ORIENTATION_TAG, PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog,
-                     read_image_size)
+from retinanet.data.convert.common import PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog
 from retinanet.data.convert.csv_format import convert_csv, read_csv_classes
-from retinanet.data.convert.voc import (DEFAULT_VOC_SETS, DIFFICULT_MODES, IMAGE_EXTENSIONS, VOC_CORNER_TAGS, VocAnnotation,
-                  VocObject, convert_voc, split_by_ratio)
+from retinanet.data.convert.voc import (DEFAULT_VOC_SETS, DIFFICULT_MODES, VOC_CORNER_TAGS, VocAnnotation, VocObject,
+                                        convert_voc, split_by_ratio)
 from retinanet.data.convert.writer import build_coco_dataset
+from retinanet.data.image_io import IMAGE_EXTENSIONS, read_image_size
 
 __all__ = [
-    'DEFAULT_VOC_SETS', 'DIFFICULT_MODES', 'EXIF_ORIENTATION_TAG', 'IMAGE_EXTENSIONS', 'PROBLEM_KINDS',
+    'DEFAULT_VOC_SETS', 'DIFFICULT_MODES', 'IMAGE_EXTENSIONS', 'PROBLEM_KINDS',
     'VOC_CORNER_TAGS', 'ConversionError', 'ImageRecord', 'ProblemLog', 'VocAnnotation', 'VocObject',
     'build_coco_dataset', 'convert_csv', 'convert_voc', 'format_summary', 'output_options_parser',
     'print_report', 'read_csv_classes', 'read_image_size', 'run_conversion', 'split_by_ratio',

@@ -2,14 +2,14 @@
 
 A box is read from text with ``parse_numbers`` and clipped with ``clip_box``; problems confined
 to one box or one image go to the ``ProblemLog`` and the box or image is skipped, while input
-that cannot be converted at all raises ``ConversionError``.
+that cannot be converted at all raises ``ConversionError``. Image sizes are read by
+``image_io.read_image_size``, the rule the data loader decodes by (EXIF orientation applied).
 """
 import math
 from dataclasses import dataclass, field
 
-from PIL import Image
-
-EXIF_ORIENTATION_TAG = 0x0112
+from retinanet.data.image_io import ImageReadError, read_image_size
+from retinanet.util.problems import ProblemReport
 
 # Every kind of problem, and what the converter did about it.
 PROBLEM_KINDS = {
@@ -39,33 +39,18 @@ class ImageRecord:
     boxes: list = field(default_factory=list)
 
 
-class ProblemLog:
-    """Problems met while reading the input, as (kind, message) pairs in the order found."""
-
-    def __init__(self):
-        self.entries = []
-
-    def add(self, kind, message):
-        assert kind in PROBLEM_KINDS, kind
-        self.entries.append((kind, message))
-
-
-def read_image_size(path):
-    """(width, height) of the image as decoded, from the file header (pixels are not decoded).
-
-    EXIF orientations 5-8 rotate the image by 90 degrees, so they swap width and height.
-    """
-    with Image.open(path) as image:
-        width, height = image.size
-        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+class ProblemLog(ProblemReport):
+    """Problems met while reading the input, in the order found. Each Problem's ``file`` is
+    where it is, as messages name it (``a.xml``, ``a.xml: object 2 ('dog')``, ``train.csv:4 (...)``)."""
+    kinds = PROBLEM_KINDS
 
 
 def read_size_or_report(image_path, where, problems):
+    """(width, height) of the image as displayed, or None (reported) when it cannot be read."""
     try:
         return read_image_size(image_path)
-    except (OSError, SyntaxError) as error:  # Pillow's errors for files it cannot identify or parse
-        problems.add('unreadable_image', f"{where}: {image_path}: {error}")
+    except ImageReadError as error:
+        problems.add('unreadable_image', f"{image_path}: {error.reason}", file=where)
         return None
 
 
@@ -76,7 +61,7 @@ def parse_numbers(texts, where, problems):
     except (TypeError, ValueError):
         values = [math.nan]
     if not all(math.isfinite(value) for value in values):
-        problems.add('bad_coordinates', f"{where}: coordinates {list(texts)} are not all numbers")
+        problems.add('bad_coordinates', f"coordinates {list(texts)} are not all numbers", file=where)
         return None
     return values
 
@@ -87,8 +72,8 @@ def clip_box(x1, y1, x2, y2, size, where, problems):
     left, right = min(max(x1, 0), width), min(max(x2, 0), width)
     top, bottom = min(max(y1, 0), height), min(max(y2, 0), height)
     if right <= left or bottom <= top:
-        problems.add('degenerate_box', f"{where}: box x1={x1:g} y1={y1:g} x2={x2:g} y2={y2:g} "
-                                       f"is empty after clipping to the {width}x{height} image")
+        problems.add('degenerate_box', f"box x1={x1:g} y1={y1:g} x2={x2:g} y2={y2:g} "
+                                       f"is empty after clipping to the {width}x{height} image", file=where)
         return None
     return [stable_number(left), stable_number(top), stable_number(right - left), stable_number(bottom - top)]
 

@@ -2,7 +2,8 @@
 import csv
 import os
 
-from retinanet.data.convert.common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
+from retinanet.data.convert.common import (ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers,
+                                          read_size_or_report)
 from retinanet.data.convert.writer import write_dataset
 
 
@@ -72,7 +73,7 @@ def _csv_records(set_name, csv_path, category_ids, problems):
     for image_path, lines in lines_by_image.items():
         first_line = f"{csv_path}:{lines[0][0]}"
         if not os.path.isfile(image_path):
-            problems.add('missing_image', f"{first_line}: image {image_path} not found")
+            problems.add('missing_image', f"image {image_path} not found", file=first_line)
             continue
         size = read_size_or_report(image_path, first_line, problems)
         if not size:
@@ -83,7 +84,7 @@ def _csv_records(set_name, csv_path, category_ids, problems):
                 continue  # 'path,,,,,': an image without objects
             where = f"{csv_path}:{line_number} ({os.path.basename(image_path)}, {class_name!r})"
             if class_name not in category_ids:
-                problems.add('unknown_class', f"{where}: class not in the class file")
+                problems.add('unknown_class', "class not in the class file", file=where)
                 continue
             corners = parse_numbers(values, where, problems)
             bbox = corners and clip_box(*corners, size, where, problems)

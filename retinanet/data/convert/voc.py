@@ -6,12 +6,13 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass
 
-from retinanet.data.convert.common import ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers, read_size_or_report
+from retinanet.data.convert.common import (ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers,
+                                          read_size_or_report)
 from retinanet.data.convert.writer import write_dataset
+from retinanet.data.image_io import IMAGE_EXTENSIONS
 
 DIFFICULT_MODES = ('crowd', 'skip', 'keep')
 DEFAULT_VOC_SETS = ('train', 'val', 'test')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VOC_CORNER_TAGS = ('xmin', 'ymin', 'xmax', 'ymax')
 
 
@@ -198,11 +199,11 @@ def _voc_record(voc_root, image_id, load_annotation, images_by_stem, category_id
     """Build the ImageRecord of one VOC image (None when skipped) and count its difficult objects."""
     xml_path = os.path.join(voc_root, 'Annotations', image_id + '.xml')
     if not os.path.isfile(xml_path):
-        problems.add('missing_annotation', f"{xml_path}: not found")
+        problems.add('missing_annotation', "not found", file=xml_path)
         return None, 0
     annotation = load_annotation(image_id)
     if not isinstance(annotation, VocAnnotation):
-        problems.add('bad_annotation', f"{xml_path}: {annotation}")
+        problems.add('bad_annotation', annotation, file=xml_path)
         return None, 0
     image_path = _find_voc_image(voc_root, image_id, annotation.filename, images_by_stem, xml_path, problems)
     size = image_path and read_size_or_report(image_path, xml_path, problems)
@@ -210,28 +211,28 @@ def _voc_record(voc_root, image_id, load_annotation, images_by_stem, category_id
         return None, 0
     if annotation.size != size:
         xml_size = 'missing' if annotation.size is None else '%dx%d' % annotation.size
-        problems.add('size_mismatch', f"{xml_path}: <size> is {xml_size}, the image is "
-                                      f"{size[0]}x{size[1]}; used the image size")
+        problems.add('size_mismatch', f"<size> is {xml_size}, the image is {size[0]}x{size[1]}; used the image size",
+                     file=xml_path)
     record = ImageRecord(image_path, *size)
     difficult_count = 0
     for number, obj in enumerate(annotation.objects, 1):
         where = f"{xml_path}: object {number} ({obj.name!r})"
         if obj.name not in category_ids:
-            problems.add('unknown_class', f"{where}: class not in the class list")
+            problems.add('unknown_class', "class not in the class list", file=where)
             continue
         difficult_count += obj.difficult
         if obj.difficult and difficult == 'skip':
             continue
         if obj.coordinates is None:
-            problems.add('bad_coordinates', f"{where}: no <bndbox>")
+            problems.add('bad_coordinates', "no <bndbox>", file=where)
             continue
         corners = parse_numbers(obj.coordinates, where, problems)
         if corners is None:
             continue
         xmin, ymin, xmax, ymax = corners
         if xmax <= xmin or ymax <= ymin:  # both corners drawn on the same pixel column or row
-            problems.add('degenerate_box', f"{where}: zero or negative size as annotated "
-                                           f"(xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g})")
+            problems.add('degenerate_box', f"zero or negative size as annotated "
+                                           f"(xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g})", file=where)
             continue
         # VOC corners are 1-based inclusive pixel indices (same conversion as detectron2's loader).
         bbox = clip_box(xmin - 1, ymin - 1, xmax, ymax, size, where, problems)
@@ -249,9 +250,9 @@ def _find_voc_image(voc_root, image_id, filename, images_by_stem, xml_path, prob
         return os.path.join(images_dir, name)
     fallback = images_by_stem.get(image_id)
     if not fallback:
-        problems.add('missing_image', f"{xml_path}: no image {name or image_id + '.*'} in {images_dir}")
+        problems.add('missing_image', f"no image {name or image_id + '.*'} in {images_dir}", file=xml_path)
         return None
     if name:
-        problems.add('filename_mismatch', f"{xml_path}: <filename> {name!r} not in {images_dir}; "
-                                          f"used {fallback[0]}")
+        problems.add('filename_mismatch', f"<filename> {name!r} not in {images_dir}; used {fallback[0]}",
+                     file=xml_path)
     return os.path.join(images_dir, fallback[0])

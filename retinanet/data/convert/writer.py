@@ -1,10 +1,9 @@
 """Writing a converted dataset: checks before anything is written, image links or copies, COCO JSON."""
-import json
 import os
 import shutil
-from collections import Counter
 
 from retinanet.data.convert.common import ConversionError, stable_number
+from retinanet.util.io import write_json
 
 
 def write_dataset(output, records_by_set, categories, source, copy, force, problems):
@@ -18,14 +17,15 @@ def write_dataset(output, records_by_set, categories, source, copy, force, probl
         if set_name in ('', '.', '..') or '/' in set_name or os.sep in set_name:
             raise ConversionError(f"set name {set_name!r} cannot be used as a file name")
         if not records:
-            counts = Counter(kind for kind, _ in problems.entries)
-            raise ConversionError(f"set '{set_name}': no usable images (problems: {dict(counts) or 'none'})")
+            raise ConversionError(f"set '{set_name}': no usable images "
+                                  f"(problems: {problems.count_by_kind() or 'none'})")
         _check_unique_file_names(set_name, records)
     _check_overwrite(output, records_by_set, force)
     for set_name, records in records_by_set.items():
         _place_images(records, os.path.join(output, 'images', set_name), copy)
         dataset = build_coco_dataset(records, categories, f"converted from {source}")
-        _write_json_atomically(dataset, os.path.join(output, set_name + '.json'))
+        # One line, in the order built: the same input always gives the same bytes.
+        write_json(os.path.join(output, set_name + '.json'), dataset, indent=None, sort_keys=False)
     names = dict(categories)
     return {
         'output': output,
@@ -36,8 +36,8 @@ def write_dataset(output, records_by_set, categories, source, copy, force, probl
                   for set_name, records in records_by_set.items()},
         'crowd_boxes': {set_name: sum(box[2] for record in records for box in record.boxes)
                         for set_name, records in records_by_set.items()},
-        'problems': dict(Counter(kind for kind, _ in problems.entries)),
-        'problem_messages': [f"{kind}: {message}" for kind, message in problems.entries],
+        'problems': problems.count_by_kind(),
+        'problem_messages': [f"{problem.kind}: {problem}" for problem in problems.problems],
     }
 
 
@@ -101,19 +101,3 @@ def build_coco_dataset(records, categories, description):
                        for category_id, name in categories],
     }
 
-
-def _write_json_atomically(data, path):
-    """Write to a temporary file beside ``path``, then rename it over ``path``."""
-    temporary_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    # os.open with mode 0o666 gives the file the usual umask-based permissions.
-    descriptor = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(descriptor, 'w', encoding='utf-8') as handle:
-            json.dump(data, handle)
-            handle.write('\n')
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        os.remove(temporary_path)
-        raise

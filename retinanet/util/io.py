@@ -1,0 +1,85 @@
+"""Atomic file writes: a reader sees the previous file or the new one, never half of one.
+
+Every file the package writes goes through ``atomic_write``: the content goes to a temporary
+file in the target's folder (the same file system, so the final rename is atomic), is flushed
+and fsynced, then renamed onto the target with ``os.replace``. On any failure, Ctrl-C included,
+the temporary file is removed and the previous file is left as it was.
+
+The new file gets the permissions a plain ``open(path, "w")`` would give it, 0o666 less the
+process umask, so teammates sharing the folder can read it (``tempfile.mkstemp`` would make it
+0o600, readable by its owner only).
+"""
+import contextlib
+import json
+import os
+import secrets
+
+_WRITE_MODES = ("w", "wb")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", encoding="utf-8", newline=None):
+    """Open a stream whose content replaces ``path`` when the ``with`` block ends without error.
+
+    mode: "w" (text, in ``encoding``, with ``newline`` as for ``open``) or "wb" (bytes).
+    The target's folder is created when missing. If the block raises, ``path`` is untouched
+    and the temporary file is removed.
+    """
+    if mode not in _WRITE_MODES:
+        raise ValueError(f"mode must be one of {_WRITE_MODES}, got {mode!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = _create_temporary_file(folder, os.path.basename(path))
+    try:
+        text_options = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
+        with open(descriptor, mode, **text_options) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def write_text(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path, "w", encoding=encoding) as stream:
+        stream.write(text)
+
+
+def write_bytes(path, data):
+    """Write ``data`` (bytes-like) to ``path`` atomically."""
+    with atomic_write(path, "wb") as stream:
+        stream.write(data)
+
+
+def write_json(path, obj, indent=2, sort_keys=True, separators=None):
+    """Write ``obj`` as JSON text ending in a newline, atomically.
+
+    ``indent``, ``sort_keys`` and ``separators`` are passed to ``json.dump``; the defaults give
+    stable, diff-friendly files. ``indent=None`` writes one line.
+    """
+    with atomic_write(path, "w") as stream:
+        json.dump(obj, stream, indent=indent, sort_keys=sort_keys, separators=separators)
+        stream.write("\n")
+
+
+def write_figure_png(path, figure, dpi=None):
+    """Render a matplotlib ``figure`` as PNG into ``path`` atomically (``dpi``: the figure's when None)."""
+    with atomic_write(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=dpi)
+
+
+def _create_temporary_file(folder, name):
+    """Create a new, empty ``.{name}.{random}.tmp`` in ``folder``; return (descriptor, path).
+
+    ``os.open`` with mode 0o666 lets the kernel apply the umask, as for any newly created file.
+    """
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue  # another writer drew the same name; draw again
