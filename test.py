@@ -6,38 +6,35 @@ Writes {set}_bbox_results.json (COCO results format) and {set}_metrics.json (the
 numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines.
 """
 import argparse
-import json
 import os
 import time
 
-import torch
-
-from retinanet.runs import options as config
-from retinanet.runs.checkpoint import CheckpointError
 from retinanet.data.coco import CocoDetection
+from retinanet.data.loader import build_loader
+from retinanet.detector import Detector
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
-from retinanet.runs.run_dir import write_json
-from retinanet.inference import image_sizes_from, load_model
-from retinanet.runs.trainer import build_loader, evaluate_on
-from retinanet.data.transforms import EvalTransform
+from retinanet.models.postprocess import PostProcessor
+from retinanet.runs import options
+from retinanet.runs.checkpoint import CheckpointError
+from retinanet.util.io import write_json
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[config.device_parent(), config.decoding_parent()])
+                                     parents=[options.device_parent(), options.decoding_parent()])
     parser.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
     parser.add_argument("--checkpoint_path", required=True, help="a checkpoint written by train.py")
     parser.add_argument("--set_name", default="val", help="set to run on: val, test or any {set}.json (default: val)")
     parser.add_argument("--output_dir", default=".", help="where the results and metrics files go (default: .)")
-    parser.add_argument("--batch_size", type=config.positive_int, default=4, help="images per batch (default: 4)")
+    parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
     parser.add_argument("--depth", type=int, default=None,
                         help="optional check: fail unless the checkpoint holds a model of this depth")
-    parser.add_argument("--min_side", type=config.positive_int, default=None, help="default: the training value")
-    parser.add_argument("--max_side", type=config.positive_int, default=None, help="default: the training value")
+    parser.add_argument("--min_side", type=options.positive_int, default=None, help="default: the training value")
+    parser.add_argument("--max_side", type=options.positive_int, default=None, help="default: the training value")
     parser.add_argument("--evaluator", default="faster", choices=("faster", "pycocotools"),
                         help="COCO evaluator; both give the same numbers (default: faster)")
     args = parser.parse_args(argv)
-    config.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
+    options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
     json_path = os.path.join(args.coco_path, f"{args.set_name}.json")
     if not os.path.isfile(json_path):
         found = sorted(name[:-len(".json")] for name in os.listdir(args.coco_path)
@@ -48,26 +45,24 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = config.resolve_device(args.device)
     try:
-        model, checkpoint = load_model(args.checkpoint_path, device, args.depth)
-    except CheckpointError as error:
+        detector = Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
+                                            channels_last=args.channels_last, min_side=args.min_side,
+                                            max_side=args.max_side, expected_depth=args.depth)
+    except (CheckpointError, ValueError) as error:
         raise SystemExit(f"error: {error}")
-    args.min_side, args.max_side = image_sizes_from(checkpoint, args.min_side, args.max_side)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    dataset = CocoDetection(args.coco_path, args.set_name, EvalTransform(args.min_side, args.max_side))
-    if dataset.class_names != checkpoint["class_names"]:
+    dataset = CocoDetection(args.coco_path, args.set_name, detector.transform)
+    if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "
-                         f"trained on {checkpoint['class_names']}")
-    loader = build_loader(dataset, args.batch_size, False, False, 0, args.workers, device)
+                         f"trained on {detector.class_names}")
+    loader = build_loader(dataset, batch_size=args.batch_size, workers=args.workers)
+    postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
     started = time.perf_counter()
-    results, evaluation = evaluate_on(model, loader, device, args, config.amp_dtype_for(device, args.amp))
+    results, evaluation = detector.evaluate(loader, postprocessor, evaluator=args.evaluator)
     seconds = time.perf_counter() - started
     os.makedirs(args.output_dir, exist_ok=True)
     results_path = os.path.join(args.output_dir, f"{args.set_name}_bbox_results.json")
-    with open(results_path, "w", encoding="utf-8") as handle:
-        json.dump(results, handle)
+    write_json(results_path, results, indent=None)
     print(f"{len(results)} detections on {len(dataset)} images in {seconds:.1f}s "
           f"({len(dataset) / max(seconds, 1e-9):.1f} images/s) -> {results_path}")
     if evaluation is None:

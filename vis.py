@@ -9,28 +9,30 @@ files are run through the checkpoint (class names come from the checkpoint) and 
 predictions are also written as a COCO-style results JSON.
 """
 import argparse
-import json
 import os
 import random
 
-
-from retinanet.runs import options as config
-from retinanet.runs.checkpoint import CheckpointError
 from retinanet.data.coco import CocoDetection
-from retinanet.engine import predict
 from retinanet.data.image_io import load_image_rgb
-from retinanet.inference import image_files_loader, image_sizes_from, list_images, load_model
-from retinanet.models.postprocess import PostProcessor
-from retinanet.evaluation.results_check import SubmissionError, load_results_file
-from retinanet.runs.trainer import build_loader
+from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.data.transforms import EvalTransform
-from retinanet.visualize import (GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, add_title, draw_boxes, grid,
-                                 save_png, side_by_side)
+from retinanet.detector import Detector
+from retinanet.evaluation.results_check import SubmissionError, load_results_file
+from retinanet.models.box_coding import xyxy_to_xywh
+from retinanet.models.postprocess import PostProcessor
+from retinanet.runs import options
+from retinanet.runs.checkpoint import CheckpointError
+from retinanet.util.io import write_json
+from retinanet.visualize import draw_detections, grid, save_png
+
+# Predictions are decoded down to this score (what test.py writes), then drawn from --score_threshold up.
+DECODE_THRESHOLD = 0.05
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[config.device_parent()])
+                                     parents=[options.device_parent(), options.decoding_parent()])
+    parser.set_defaults(score_threshold=0.5)
     source = parser.add_argument_group("what to draw")
     source.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
     source.add_argument("--set_name", default="val", help="set whose images and ground truth to draw (default: val)")
@@ -39,12 +41,13 @@ def parse_args(argv=None):
     source.add_argument("--results", default=None, help="a COCO results JSON with predictions to draw")
     source.add_argument("--checkpoint_path", default=None, help="predict with this checkpoint instead of --results")
     source.add_argument("--image_ids", type=int, nargs="+", default=None, help="COCO image ids to draw")
-    source.add_argument("--num_images", type=config.positive_int, default=8,
+    source.add_argument("--num_images", type=options.positive_int, default=8,
                         help="otherwise draw this many random images (default: 8)")
     source.add_argument("--seed", type=int, default=3407, help="seed for choosing random images (default: 3407)")
-    drawing = parser.add_argument_group("drawing")
-    drawing.add_argument("--score_threshold", type=config.unit_interval, default=0.5,
-                         help="draw predictions scoring at least this (default: 0.5)")
+    source.add_argument("--batch_size", type=options.positive_int, default=4,
+                        help="images per batch when predicting (default: 4)")
+    drawing = parser.add_argument_group("drawing (--score_threshold: draw predictions scoring at least this, "
+                                        "default 0.5)")
     drawing.add_argument("--layout", default="side", choices=("side", "overlay"),
                          help="ground truth and predictions side by side, or on one picture (default: side)")
     drawing.add_argument("--grid", action="store_true", help="tile all pictures into one grid.png")
@@ -53,97 +56,88 @@ def parse_args(argv=None):
     if args.images and not args.checkpoint_path:
         parser.error("--images needs --checkpoint_path")
     for flag in ("results", "checkpoint_path"):
-        config.check_existing_file(parser, getattr(args, flag), f"--{flag}")
+        options.check_existing_file(parser, getattr(args, flag), f"--{flag}")
     return args
 
 
-def predictions_from_checkpoint(args, dataset=None, files=None):
-    """COCO results for the chosen images, and the checkpoint's class names by category id."""
-    device = config.resolve_device(args.device)
+def load_detector(args):
     try:
-        model, checkpoint = load_model(args.checkpoint_path, device)
-    except CheckpointError as error:
+        return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
+                                        channels_last=args.channels_last)
+    except (CheckpointError, ValueError) as error:
         raise SystemExit(f"error: {error}")
-    min_side, max_side = image_sizes_from(checkpoint)
-    transform = EvalTransform(min_side, max_side)
-    category_ids = checkpoint.get("category_ids") or list(range(1, len(checkpoint["class_names"]) + 1))
-    if files is not None:
-        loader = image_files_loader(files, transform, 4, args.workers)
+
+
+def predict_files(args):
+    """Predictions for plain image files, written to predictions.json. Returns (items, results, names)."""
+    try:
+        files = list_images(args.images)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
+    detector = load_detector(args)
+    loader = build_loader(ImageFiles(files, detector.transform), batch_size=args.batch_size, workers=args.workers)
+    postprocessor = PostProcessor(min(args.score_threshold, DECODE_THRESHOLD), args.nms_iou,
+                                  max_detections=args.max_detections)
+    results = detector.predict_loader(loader, postprocessor)
+    for entry in results:
+        entry["file_name"] = files[entry["image_id"] - 1]
+    results_path = os.path.join(args.output_dir, "predictions.json")
+    write_json(results_path, results, indent=None)
+    print(f"{len(results)} detections -> {results_path}")
+    items = [(path, index + 1, None) for index, path in enumerate(files)]
+    return items, results, dict(zip(detector.category_ids, detector.class_names))
+
+
+def choose_image_ids(dataset, args):
+    ids = [info["id"] for info in dataset.images]
+    if args.image_ids:
+        unknown = [image_id for image_id in args.image_ids if image_id not in set(ids)]
+        if unknown:
+            raise SystemExit(f"error: image ids {unknown} are not in {dataset.json_path}")
+        return list(args.image_ids)
+    return sorted(random.Random(args.seed).sample(sorted(ids), min(args.num_images, len(ids))))
+
+
+def dataset_predictions(args):
+    """Ground truth of the chosen images and their predictions (checkpoint or results file)."""
+    detector = load_detector(args) if args.checkpoint_path else None
+    transform = detector.transform if detector else EvalTransform()
+    dataset = CocoDetection(args.coco_path, args.set_name, transform)
+    dataset.restrict_to(choose_image_ids(dataset, args))
+    names = dict(zip(dataset.label_to_category_id, dataset.class_names))
+    if detector is not None:
+        loader = build_loader(dataset, batch_size=args.batch_size, workers=args.workers)
+        postprocessor = PostProcessor(min(args.score_threshold, DECODE_THRESHOLD), args.nms_iou,
+                                      max_detections=args.max_detections)
+        results = detector.predict_loader(loader, postprocessor)
+        names = dict(zip(detector.category_ids, detector.class_names))
+    elif args.results:
+        try:
+            results = load_results_file(args.results)
+        except SubmissionError as error:
+            raise SystemExit(f"error: {error}")
     else:
-        dataset.transform = transform
-        loader = build_loader(dataset, 4, False, False, 0, args.workers, device)
-    postprocessor = PostProcessor(min(args.score_threshold, 0.05))
-    results = predict(model, postprocessor, loader, device, category_ids)
-    return results, dict(zip(category_ids, checkpoint["class_names"]))
-
-
-def draw_one(image, gt_boxes, gt_names, predictions, names, layout, title):
-    # Lowest scores first, so the most confident box and label end up on top.
-    predictions = sorted(predictions, key=lambda p: p["score"])
-    boxes = [p["bbox"] for p in predictions]
-    labels = [names.get(p["category_id"], str(p["category_id"])) for p in predictions]
-    scores = [p["score"] for p in predictions]
-    if layout == "overlay" or gt_boxes is None:
-        canvas = draw_boxes(image, gt_boxes or [], gt_names or [], GROUND_TRUTH_COLOUR)
-        return add_title(draw_boxes(canvas, boxes, labels, PREDICTION_COLOUR, scores), title)
-    left = add_title(draw_boxes(image, gt_boxes, gt_names, GROUND_TRUTH_COLOUR), f"{title}: ground truth")
-    right = add_title(draw_boxes(image, boxes, labels, PREDICTION_COLOUR, scores), f"{title}: predictions")
-    return side_by_side(left, right)
+        results = []
+    items = []
+    for index, info in enumerate(dataset.images):
+        boxes, labels = dataset.ground_truth(index)
+        ground_truth = (xyxy_to_xywh(boxes).tolist(), [dataset.class_names[label] for label in labels])
+        items.append((dataset.image_path(index), info["id"], ground_truth))
+    return items, results, names
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
-    if args.images:
-        files = list_images(args.images)
-        results, names = predictions_from_checkpoint(args, files=files)
-        for entry in results:
-            entry["file_name"] = files[entry["image_id"] - 1]
-        results_path = os.path.join(args.output_dir, "predictions.json")
-        with open(results_path, "w", encoding="utf-8") as handle:
-            json.dump(results, handle)
-        print(f"{len(results)} detections -> {results_path}")
-        items = [(path, index + 1, None, None) for index, path in enumerate(files)]
-    else:
-        dataset = CocoDetection(args.coco_path, args.set_name, EvalTransform())
-        by_id = {info["id"]: index for index, info in enumerate(dataset.images)}
-        if args.image_ids:
-            unknown = [i for i in args.image_ids if i not in by_id]
-            if unknown:
-                raise SystemExit(f"error: image ids {unknown} are not in {dataset.json_path}")
-            chosen = args.image_ids
-        else:
-            ids = sorted(by_id)
-            chosen = sorted(random.Random(args.seed).sample(ids, min(args.num_images, len(ids))))
-        names = dict(zip(dataset.label_to_category_id, dataset.class_names))
-        if args.checkpoint_path:
-            subset = CocoDetection(args.coco_path, args.set_name, EvalTransform())
-            subset.restrict_to(chosen)
-            results, names = predictions_from_checkpoint(args, dataset=subset)
-        elif args.results:
-            try:
-                results = load_results_file(args.results)
-            except SubmissionError as error:
-                raise SystemExit(f"error: {error}")
-        else:
-            results = []
-        items = []
-        for image_id in chosen:
-            index = by_id[image_id]
-            boxes, labels = dataset.ground_truth(index)
-            boxes = boxes.copy()
-            boxes[:, 2:] -= boxes[:, :2]
-            labels = [dataset.class_names[label] for label in labels]
-            items.append((dataset.image_path(index), image_id, boxes.tolist(), labels))
+    items, results, names = predict_files(args) if args.images else dataset_predictions(args)
     by_image = {}
     for entry in results:
         if entry["score"] >= args.score_threshold:
             by_image.setdefault(entry["image_id"], []).append(entry)
     pictures = []
-    for path, image_id, gt_boxes, gt_names in items:
-        predictions = by_image.get(image_id, [])
-        pictures.append(draw_one(load_image_rgb(path), gt_boxes, gt_names, predictions, names, args.layout,
-                                 f"image {image_id}"))
+    for path, image_id, ground_truth in items:
+        pictures.append(draw_detections(load_image_rgb(path), by_image.get(image_id, []), names, ground_truth,
+                                        args.layout, f"image {image_id}"))
         if not args.grid:
             out = os.path.join(args.output_dir, f"{os.path.splitext(os.path.basename(path))[0]}_id{image_id}.png")
             save_png(out, pictures[-1])

@@ -19,9 +19,11 @@ import torch
 
 import ancestor_eval
 from retinanet.data.coco import CocoDetection
-from retinanet.inference import image_sizes_from, load_model
-from retinanet.runs.trainer import build_loader, evaluate_on
+from retinanet.data.loader import build_loader
 from retinanet.data.transforms import EvalTransform
+from retinanet.detector import Detector
+from retinanet.engine import DeviceConfig, evaluate
+from retinanet.models.postprocess import PostProcessor
 
 
 def newest_checkpoint():
@@ -34,10 +36,9 @@ def newest_checkpoint():
 def ours(model, args, min_side, max_side, amp_dtype=None):
     started = time.perf_counter()
     dataset = CocoDetection(args.coco_path, args.set_name, EvalTransform(min_side, max_side))
-    loader = build_loader(dataset, args.batch_size, False, False, 0, args.workers, torch.device("cpu"))
-    options = argparse.Namespace(score_threshold=0.05, nms_iou=0.5, max_detections=100, channels_last=False,
-                                 evaluator="faster")
-    _, evaluation = evaluate_on(model, loader, torch.device("cpu"), options, amp_dtype)
+    loader = build_loader(dataset, batch_size=args.batch_size, workers=args.workers)
+    _, evaluation = evaluate(model, loader, postprocessor=PostProcessor(0.05, 0.5, max_detections=100),
+                             device_config=DeviceConfig(torch.device("cpu"), amp_dtype))
     return len(dataset) / (time.perf_counter() - started), evaluation["stats"]["AP"]
 
 
@@ -58,8 +59,8 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="our path's loader workers (default: 2)")
     args = parser.parse_args()
     checkpoint_path = args.checkpoint_path or newest_checkpoint()
-    model, checkpoint = load_model(checkpoint_path, torch.device("cpu"))
-    min_side, max_side = image_sizes_from(checkpoint)
+    detector = Detector.from_checkpoint(checkpoint_path, "cpu")
+    model, (min_side, max_side) = detector.model, (detector.transform.min_side, detector.transform.max_side)
     print(f"checkpoint {checkpoint_path}; set {args.set_name}; images {min_side}-{max_side} px; "
           f"{torch.get_num_threads()} threads")
     runs = {"ours": [], "ours_bf16": [], "baseline_cap100": [], "baseline_uncapped": []}

@@ -24,7 +24,7 @@ from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import load_image_rgb
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.retinanet import RetinaNet
-from retinanet.runs.trainer import build_loader
+from retinanet.data.loader import build_loader
 from retinanet.data.transforms import TrainTransform
 
 
@@ -54,7 +54,7 @@ def torchvision_model(depth, num_classes, min_side, max_side):
     return TorchvisionRetinaNet(backbone, num_classes, min_size=min_side, max_size=max_side)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("ours", "torchvision"), required=True)
     parser.add_argument("--depth", type=int, default=18)
@@ -69,14 +69,15 @@ def main():
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast around the forward pass")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    coco = CocoDetection(args.coco_path, "train", TrainTransform(args.min_side, args.max_side))
+    return parser.parse_args()
+
+
+def build_step(args, coco, device):
+    """(model, loader, step): ``step(batch)`` returns the loss of one batch for either implementation."""
     if args.impl == "ours":
         model = RetinaNet(coco.num_classes, depth=args.depth, norm="bn", head_norm="none")
         criterion = RetinaNetLoss()
-        loader = build_loader(coco, args.batch_size, True, True, 0, args.workers, torch.device("cpu"))
+        loader = build_loader(coco, batch_size=args.batch_size, shuffle=True, drop_last=True, workers=args.workers)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
 
@@ -101,6 +102,15 @@ def main():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
                 losses = model(images, targets)
             return sum(loss.float() for loss in losses.values())
+    return model, loader, step
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    coco = CocoDetection(args.coco_path, "train", TrainTransform(args.min_side, args.max_side))
+    model, loader, step = build_step(args, coco, device)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     batches = itertools.cycle(loader) if args.mode == "whole" else itertools.repeat(next(iter(loader)))

@@ -1,3 +1,15 @@
-"""RetinaNet (Lin et al., 2017) for COCO-format datasets: model, data, loss, training and evaluation."""
+"""RetinaNet (Lin et al., 2017) for COCO-format datasets: model, data, loss, training and evaluation.
 
-__version__ = "1.0.0"
+For detections in your own code, ``from retinanet import Detector`` (see ``retinanet/detector.py``).
+"""
+
+__version__ = "1.1.0"
+__all__ = ["Detector"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``import retinanet.data.synthetic`` stays light.
+    if name == "Detector":
+        from retinanet.detector import Detector
+        return Detector
+    raise AttributeError(f"module 'retinanet' has no attribute {name!r}")

@@ -49,7 +49,11 @@ class LearningRateFactor:
         return factor
 
 
-def build_lr_scheduler(optimizer, args, iters_per_epoch):
+def build_lr_scheduler(optimizer, args, iters_per_epoch, start_iteration=0):
+    """LambdaLR over ``LearningRateFactor``, positioned at ``start_iteration`` (a resumed run).
+
+    When resuming, each parameter group's ``initial_lr`` must hold the base rate; the first
+    rate is then ``initial_lr * factor(start_iteration)``, exactly what an uninterrupted run has."""
     factor = LearningRateFactor(iters_per_epoch, args.epochs, args.lr_schedule, args.milestones, args.lr_gamma,
                                 args.warmup_iters)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start_iteration - 1)

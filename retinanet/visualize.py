@@ -1,8 +1,13 @@
-"""Drawing boxes with class names and scores, and tiling pictures into a grid (headless, OpenCV)."""
+"""Drawing ground truth and predictions, and tiling pictures into a grid (headless, OpenCV).
+
+Boxes are COCO ``[x, y, w, h]`` in image pixels, as in results files and dataset JSON.
+"""
 import math
 
 import cv2
 import numpy as np
+
+from retinanet.data.image_io import write_png
 
 GROUND_TRUTH_COLOUR = (40, 200, 40)  # RGB
 PREDICTION_COLOUR = (230, 40, 40)
@@ -55,6 +60,27 @@ def grid(images, columns=None, cell_width=480, gap=6):
     return np.concatenate(rows, axis=0)
 
 
+def draw_detections(image, predictions, names, ground_truth=None, layout="side", title=""):
+    """One picture of an image's predictions and, when given, its ground truth.
+
+    image: HxWx3 uint8 RGB. predictions: COCO result entries (``bbox``, ``score``,
+    ``category_id``) to draw. names: {category_id: class name}. ground_truth: (boxes xywh,
+    class names) or None. layout: "side" (ground truth left, predictions right) or "overlay".
+    The lowest scores are drawn first, so the most confident box and label end up on top.
+    """
+    predictions = sorted(predictions, key=lambda entry: entry["score"])
+    boxes = [entry["bbox"] for entry in predictions]
+    labels = [names.get(entry["category_id"], str(entry["category_id"])) for entry in predictions]
+    scores = [entry["score"] for entry in predictions]
+    gt_boxes, gt_names = ground_truth if ground_truth is not None else ([], [])
+    if layout == "overlay" or ground_truth is None:
+        canvas = draw_boxes(image, gt_boxes, gt_names, GROUND_TRUTH_COLOUR)
+        return add_title(draw_boxes(canvas, boxes, labels, PREDICTION_COLOUR, scores), title)
+    left = add_title(draw_boxes(image, gt_boxes, gt_names, GROUND_TRUTH_COLOUR), f"{title}: ground truth")
+    right = add_title(draw_boxes(image, boxes, labels, PREDICTION_COLOUR, scores), f"{title}: predictions")
+    return side_by_side(left, right)
+
+
 def save_png(path, image):
-    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the picture")
+    """Write an RGB uint8 image as PNG, atomically."""
+    write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

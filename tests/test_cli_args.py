@@ -69,3 +69,16 @@ def test_test_script_refuses_an_unknown_set_and_lists_the_sets_found(tmp_path, c
                                                   "--set_name", "tset"], capsys)
     assert "--set_name tset" in stderr and str(tmp_path / "tset.json") in stderr
     assert "sets found: train, val" in stderr, stderr
+
+
+def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_share(tmp_path):
+    from argparse import Namespace
+
+    from retinanet.runs.options import resolve_training_args
+    from_code = resolve_training_args(Namespace(epochs=9, coco_path=str(tmp_path)))
+    from_flags = train_script.parse_args(["--epochs", "9", "--coco_path", str(tmp_path)])
+    assert vars(from_code) == vars(from_flags)
+    assert from_code.milestones == [6, 8] and from_code.norm == "gn" and from_code.learning_rate == 1e-4
+    pretrained = resolve_training_args(pretrained="weights.pth", epochs=3)
+    assert pretrained.norm == "frozen_bn" and pretrained.milestones == [2, 3]
+    assert resolve_training_args(milestones=[1], norm="bn").milestones == [1]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from retinanet.data.coco import CocoDetection, collate
+from retinanet.data.coco import CocoDetection
+from retinanet.data.loader import collate
 from retinanet.data.sampler import AspectRatioBatchSampler
 from retinanet.data.transforms import EvalTransform, TrainTransform, resize_scale
 

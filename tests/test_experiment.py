@@ -1,26 +1,27 @@
 import json
+import os
 
 import pytest
 
-from retinanet.runs import run_dir as experiment
+from retinanet.runs import run_dir
 from retinanet.optim import LearningRateFactor
 
 
 def test_run_names_follow_the_convention_and_take_the_next_free_number(tmp_path):
     output, log = tmp_path / "output", tmp_path / "log"
-    assert experiment.next_run_name(str(output), str(log), 50, 20) == "train_depth50_epochs20_no1"
+    assert run_dir.next_run_name(str(output), str(log), 50, 20) == "train_depth50_epochs20_no1"
     (output / "train_depth50_epochs20_no1").mkdir(parents=True)
     log.mkdir()
     (log / "train_depth50_epochs20_no3.log").write_text("")
     (output / "train_depth18_epochs20_no7").mkdir()  # another configuration does not count
-    assert experiment.next_run_name(str(output), str(log), 50, 20) == "train_depth50_epochs20_no4"
-    assert experiment.next_run_name(str(output), str(log), 18, 20) == "train_depth18_epochs20_no8"
+    assert run_dir.next_run_name(str(output), str(log), 50, 20) == "train_depth50_epochs20_no4"
+    assert run_dir.next_run_name(str(output), str(log), 18, 20) == "train_depth18_epochs20_no8"
     (output / "demo_train_depth18_epochs20_no2").mkdir()
-    assert experiment.next_run_name(str(output), str(log), 18, 20, prefix="demo_") == "demo_train_depth18_epochs20_no3"
+    assert run_dir.next_run_name(str(output), str(log), 18, 20, prefix="demo_") == "demo_train_depth18_epochs20_no3"
 
 
 def test_run_log_writes_console_lines_to_the_file(tmp_path, capsys):
-    log = experiment.RunLog(str(tmp_path / "log" / "run.log"))
+    log = run_dir.RunLog(str(tmp_path / "log" / "run.log"))
     log("epoch 1", "loss", 0.5)
     log.close()
     assert capsys.readouterr().out == "epoch 1 loss 0.5\n"
@@ -30,12 +31,12 @@ def test_run_log_writes_console_lines_to_the_file(tmp_path, capsys):
 def test_metrics_truncation_drops_epochs_a_resumed_run_redoes(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     for epoch in (1, 2, 3):
-        experiment.append_metrics(path, {"epoch": epoch, "loss": 1.0 / epoch})
-    experiment.truncate_metrics(path, 2)
-    assert [record["epoch"] for record in experiment.read_metrics(path)] == [1, 2]
+        run_dir.append_metrics(path, {"epoch": epoch, "loss": 1.0 / epoch})
+    run_dir.truncate_metrics(path, 2)
+    assert [record["epoch"] for record in run_dir.read_metrics(path)] == [1, 2]
     with open(path, "a") as handle:
         handle.write('{"epoch": 3, "lo')  # a crash mid-write
-    assert [record["epoch"] for record in experiment.read_metrics(path)] == [1, 2]
+    assert [record["epoch"] for record in run_dir.read_metrics(path)] == [1, 2]
 
 
 @pytest.mark.parametrize("iteration, expected", [(0, 0.001), (50, 0.5005), (100, 1.0), (399, 1.0), (400, 0.1),
@@ -53,8 +54,24 @@ def test_cosine_schedule_decays_to_zero():
     assert factor(100) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_write_json_is_atomic_and_readable(tmp_path):
-    path = str(tmp_path / "config.json")
-    experiment.write_json(path, {"depth": 50, "milestones": [6, 8]})
-    assert json.loads(open(path).read()) == {"depth": 50, "milestones": [6, 8]}
-    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+def test_run_dir_owns_the_run_files(tmp_path):
+    run = run_dir.RunDir(str(tmp_path / "output"), str(tmp_path / "log"), "exp")
+    assert not run.holds_a_run() and run.read_metrics() == []
+    run.check_writable()
+    assert os.listdir(run.path) == []  # the probe file is gone
+    run.write_config({"depth": 50, "milestones": [6, 8]})
+    for epoch in (1, 2, 3):
+        run.append_metrics({"epoch": epoch, "loss": 1.0 / epoch})
+    assert run.holds_a_run() and [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+    run.truncate_metrics(2)
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    run.write_summary({"best_metric": 0.5})
+    run.plot_curves()
+    path = run.save_checkpoint({"epoch": 2}, "checkpoint_last.pt")
+    assert path == os.path.join(run.path, "checkpoint_last.pt")
+    assert sorted(os.listdir(run.path)) == ["checkpoint_last.pt", "config.json", "curves.png", "metrics.jsonl",
+                                            "summary.json"]
+    assert json.loads(open(run.config_path).read()) == {"depth": 50, "milestones": [6, 8]}
+    run.remove("checkpoint_last.pt")
+    run.remove("checkpoint_last.pt")  # removing what is not there is not an error
+    assert not os.path.exists(path)

@@ -13,7 +13,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from retinanet.runs.run_dir import next_run_name, run_command
+from pipeline import run_command
+from retinanet.runs.run_dir import next_run_name
 
 # Blood cells at the native 640x480 resolution: platelets are 20-30 px, about the smallest
 # anchor (32 px), so the images are not shrunk.

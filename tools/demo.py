@@ -11,7 +11,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from retinanet.runs.run_dir import next_run_name, run_command
+from pipeline import run_command
+from retinanet.runs.run_dir import next_run_name
 
 # Sized for a 2-core CPU (README): ResNet-18 with a 128-channel FPN and heads on 192-256 px
 # images, GroupNorm from scratch, 12 epochs of the 600 training images, about 9 minutes.

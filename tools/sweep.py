@@ -13,7 +13,7 @@ import shlex
 import sys
 
 
-from retinanet.runs import tables as summary
+from retinanet.runs import tables
 from retinanet.runs import sweep
 
 
@@ -78,16 +78,16 @@ def main(argv=None):
 
 def print_sweep_tables(output_path, run_names):
     run_dirs = [os.path.join(output_path, run_name) for run_name in run_names]
-    missing = [run_dir for run_dir in run_dirs if not summary.is_run_dir(run_dir)]
+    missing = [run_dir for run_dir in run_dirs if not tables.is_run_dir(run_dir)]
     for run_dir in missing:
         print(f"note: {run_dir} has no config.json and metrics.jsonl; left out of the tables", file=sys.stderr)
     try:
-        rows = summary.summary_rows([run_dir for run_dir in run_dirs if run_dir not in missing])
+        rows = tables.summary_rows([run_dir for run_dir in run_dirs if run_dir not in missing])
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}")
     if rows:
         print()
-        print(summary.format_report(rows, always_aggregate=True))
+        print(tables.format_report(rows, always_aggregate=True))
 
 
 if __name__ == "__main__":

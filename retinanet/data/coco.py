@@ -7,14 +7,13 @@ The data contract, used everywhere in this package. A sample is ``(image, target
 - ``target``: dict with ``boxes`` float32 (N, 4) xyxy in resized-image pixels, ``labels`` int64
   (N,) contiguous in [0, num_classes), ``image_id`` (the COCO id), ``orig_size`` (height, width)
   of the file, ``size`` (height, width) after resizing and ``scale`` (resized / original).
-:func:`collate` pads a batch to a common size, a multiple of 32, giving (B, 3, H, W) and a list
-of targets. Contiguous labels map to COCO category ids in ascending id order
+:func:`retinanet.data.loader.collate` pads a batch to a common size, a multiple of 32, giving
+(B, 3, H, W) and a list of targets. Contiguous labels map to COCO category ids in ascending id order
 (``label_to_category_id``), so ids need not start at 1 or be contiguous.
-Boxes are cleaned by one rule shared with the dataset checker (``dataset_check.sanitize_box``):
+Boxes are cleaned by one rule shared with the dataset checker (``data.check.sanitize_box``):
 clipped to the image, dropped when under 1 px wide or high; ``iscrowd`` regions are not trained on.
 """
 import json
-import math
 import os
 import sys
 
@@ -116,22 +115,3 @@ class CocoDetection(Dataset):
         }
         return tensor, target
 
-
-def collate(batch, size_divisor=32):
-    """Pad images to a common (H, W), multiples of ``size_divisor``.
-
-    Samples that failed to load (None) are dropped; the number dropped is returned so the
-    training loop can count them. Returns (images (B, 3, H, W), targets, num_skipped).
-    """
-    samples = [sample for sample in batch if sample is not None]
-    num_skipped = len(batch) - len(samples)
-    if not samples:
-        return None, [], num_skipped
-    height = max(image.shape[1] for image, _ in samples)
-    width = max(image.shape[2] for image, _ in samples)
-    height = int(math.ceil(height / size_divisor) * size_divisor)
-    width = int(math.ceil(width / size_divisor) * size_divisor)
-    images = torch.zeros(len(samples), 3, height, width)
-    for slot, (image, _) in enumerate(samples):
-        images[slot, :, : image.shape[1], : image.shape[2]] = image
-    return images, [target for _, target in samples], num_skipped

@@ -3,7 +3,7 @@
 Both resize so that the short side is ``min_side`` unless the long side would then exceed
 ``max_side`` (then the long side is ``max_side``), and normalise with the ImageNet mean and
 standard deviation. Training also flips horizontally with probability 0.5. Padding to a
-multiple of 32 happens when a batch is collated (``dataset.collate``).
+multiple of 32 happens when a batch is collated (``data.loader.collate``).
 """
 import cv2
 import numpy as np
@@ -11,6 +11,9 @@ import torch
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# The paper's image size; the scripts' defaults and what a checkpoint without sizes falls back to.
+DEFAULT_MIN_SIDE = 608
+DEFAULT_MAX_SIDE = 1024
 
 
 def resize_scale(height, width, min_side, max_side):
@@ -49,7 +52,7 @@ def horizontal_flip(image, boxes):
 
 
 class EvalTransform:
-    def __init__(self, min_side=608, max_side=1024):
+    def __init__(self, min_side=DEFAULT_MIN_SIDE, max_side=DEFAULT_MAX_SIDE):
         self.min_side = min_side
         self.max_side = max_side
 
@@ -60,7 +63,7 @@ class EvalTransform:
 
 
 class TrainTransform(EvalTransform):
-    def __init__(self, min_side=608, max_side=1024, flip_probability=0.5):
+    def __init__(self, min_side=DEFAULT_MIN_SIDE, max_side=DEFAULT_MAX_SIDE, flip_probability=0.5):
         super().__init__(min_side, max_side)
         self.flip_probability = flip_probability
 

@@ -68,3 +68,10 @@ def clip_boxes(boxes, height, width):
     x = boxes[..., 0::2].clamp(min=0, max=width)
     y = boxes[..., 1::2].clamp(min=0, max=height)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def xyxy_to_xywh(boxes):
+    """(N, 4) corners -> COCO (x, y, width, height); a tensor or numpy array, returned as a new one."""
+    converted = boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
+    converted[:, 2:] -= converted[:, :2]
+    return converted

@@ -5,13 +5,12 @@ means the same thing everywhere and a bad value is refused before any work start
 """
 import argparse
 import os
-import sys
 
-import torch
-
+from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS
 from retinanet.models.retinanet import HEAD_NORM_CHOICES
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+from retinanet.util.device import DEVICE_CHOICES
 
 
 def positive_int(text):
@@ -66,7 +65,7 @@ def _parse(kind, text):
 def device_parent():
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("device")
-    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    group.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                        help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
     group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
                        help="data-loading worker processes (default: the number of cores, at most 8)")
@@ -77,7 +76,7 @@ def device_parent():
     return parser
 
 
-def image_size_parent(min_side=608, max_side=1024):
+def image_size_parent(min_side=DEFAULT_MIN_SIDE, max_side=DEFAULT_MAX_SIDE):
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("image size")
     group.add_argument("--min_side", type=positive_int, default=min_side,
@@ -146,29 +145,6 @@ def training_parent():
     return parser
 
 
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
-
-
-def amp_dtype_for(device, enabled):
-    """The autocast dtype for --amp: bfloat16 where the device supports it, else float16 (GPU).
-
-    On the CPU only bfloat16 autocast exists; it is fast where the processor has native
-    bfloat16 instructions (AVX512-BF16 or AMX) and slow elsewhere, so it stays opt-in."""
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("warning: this CPU has no fast bfloat16 support; --amp will likely be slower than float32",
-              file=sys.stderr)
-    return torch.bfloat16
-
-
 def check_image_sizes(parser, args):
     if args.min_side > args.max_side:
         parser.error(f"--min_side {args.min_side} is larger than --max_side {args.max_side}")
@@ -182,3 +158,71 @@ def check_existing_dir(parser, path, flag):
 def check_existing_file(parser, path, flag):
     if path is not None and not os.path.isfile(path):
         parser.error(f"{flag} {path}: no such file")
+
+
+# ----- train.py's parser, and the one place its derived defaults are resolved --------------------
+def build_train_parser(description=None):
+    """train.py's parser: model, optimisation, image size, device and decoding groups, plus data and run."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[model_parent(), training_parent(), image_size_parent(), device_parent(), decoding_parent()])
+    data = parser.add_argument_group("data")
+    data.add_argument("--coco_path", default="./data", help="dataset root: {set}.json and images/{set}/ (default: ./data)")
+    data.add_argument("--train_set", default="train", help="training set name (default: train)")
+    data.add_argument("--val_set", default="val", help="validation set name; '' disables evaluation (default: val)")
+    data.add_argument("--max_skipped_images", type=non_negative_int, default=10,
+                      help="stop when more images than this fail to decode during training (default: 10)")
+    data.add_argument("--skip_dataset_check", action="store_true",
+                      help="do not validate the dataset files before training (not recommended)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_path", default="./output", help="folder for run folders with checkpoints (default: ./output)")
+    run.add_argument("--log_dir", default="./log", help="folder for the run's console log (default: ./log)")
+    run.add_argument("--run_name", default=None,
+                     help="run name (default: train_depth{D}_epochs{E}_no{N}, N the next free number)")
+    run.add_argument("--seed", type=int, default=3407, help="random seed (default: 3407)")
+    run.add_argument("--resume", default=None, metavar="PATH",
+                     help="continue from a checkpoint (checkpoint_last.pt or checkpoint_interrupted.pt of a run)")
+    run.add_argument("--eval_every", type=non_negative_int, default=1,
+                     help="evaluate on the validation set every N epochs and at the end (default: 1; 0: only at the end)")
+    run.add_argument("--eval_batch_size", type=positive_int, default=4,
+                     help="images per batch during evaluation (default: 4)")
+    run.add_argument("--save_every", type=non_negative_int, default=0,
+                     help="also keep checkpoint_epoch{N}.pt every N epochs (default: 0, off)")
+    run.add_argument("--evaluator", default="faster", choices=("faster", "pycocotools"),
+                     help="COCO evaluator: faster-coco-eval or pycocotools (same numbers; default: faster)")
+    run.add_argument("--print_every", type=non_negative_int, default=50,
+                     help="log a loss line every N iterations when no progress bar is shown (default: 50)")
+    run.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (with --norm bn)")
+    return parser
+
+
+def check_train_args(parser, args):
+    """Checks that involve several flags or the file system; ``parser.error`` on the first failure."""
+    check_image_sizes(parser, args)
+    check_existing_dir(parser, args.coco_path, "--coco_path")
+    check_existing_file(parser, args.resume, "--resume")
+    check_existing_file(parser, args.pretrained, "--pretrained")
+    if args.fpn_channels % 32 or (args.head_norm == "gn" and args.fpn_channels < 64):
+        parser.error(f"--fpn_channels {args.fpn_channels}: must be a multiple of 32, and at least 64 with "
+                     "--head_norm gn (GroupNorm's 32 groups need 2 channels each)")
+
+
+def default_milestones(epochs):
+    """Drop the rate at 2/3 and 8/9 of the epochs."""
+    return sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 8 / 9))})
+
+
+def resolve_training_args(args=None, **overrides):
+    """A complete training Namespace: train.py's defaults for anything ``args`` lacks, ``overrides``
+    applied, then the derived defaults resolved (``--milestones`` from ``--epochs``, ``--norm auto``).
+
+    train.py and ``Trainer`` both call this, so a Trainer built from code trains exactly what the
+    same flags on the command line would."""
+    values = vars(build_train_parser().parse_args([]))
+    values.update(vars(args) if args is not None else {})
+    values.update(overrides)
+    if values["milestones"] is None:
+        values["milestones"] = default_milestones(values["epochs"])
+    if values["norm"] == "auto":
+        values["norm"] = "frozen_bn" if values["pretrained"] else "gn"
+    return argparse.Namespace(**values)

@@ -1,0 +1,128 @@
+"""Detections in your own code: a trained checkpoint behind one small class.
+
+    from retinanet import Detector
+    detector = Detector.from_checkpoint("output/<run>/model_final.pt", device="auto")
+    results = detector.predict(["a.jpg", "b.png"])   # paths, HxWx3 uint8 RGB arrays or PIL images
+    results[0]["boxes"], results[0]["scores"], results[0]["labels"], results[0]["class_names"]
+
+``predict`` runs the same code as ``test.py`` and ``vis.py`` (``engine.detect_batch``): the
+checkpoint's own image sizes, the same resize, normalisation, padding and decoding.
+"""
+import os
+
+import numpy as np
+import torch
+
+from retinanet.data.image_io import load_image_rgb
+from retinanet.data.loader import collate, sample_from_image
+from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
+from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
+from retinanet.models.postprocess import PostProcessor
+from retinanet.runs.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from retinanet.util.device import amp_dtype_for, resolve_device
+
+
+class Detector:
+    """A RetinaNet in evaluation mode with its class names and image sizes.
+
+    model: a ``RetinaNet``; class_names: one name per contiguous label; category_ids: the COCO
+    category id of each label (default 1..K); min_side / max_side: the resize used in training;
+    device_config: an ``engine.DeviceConfig`` (device, autocast dtype, memory format).
+    """
+
+    def __init__(self, model, class_names, category_ids=None, *, min_side=DEFAULT_MIN_SIDE,
+                 max_side=DEFAULT_MAX_SIDE, device_config=None):
+        self.device_config = device_config or DeviceConfig()
+        self.model = model.to(self.device_config.device).eval()
+        if self.device_config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.class_names = list(class_names)
+        self.category_ids = list(category_ids) if category_ids else list(range(1, len(self.class_names) + 1))
+        self.transform = EvalTransform(min_side, max_side)
+
+    @classmethod
+    def from_checkpoint(cls, path, device="auto", *, amp=False, channels_last=False, min_side=None, max_side=None,
+                        expected_depth=None):
+        """Rebuild the model from a checkpoint written by train.py (no model flags needed).
+
+        device: "auto", "cpu", "cuda" or a torch.device. amp: bfloat16 autocast (float16 on GPUs
+        without bfloat16). min_side / max_side: override the checkpoint's training sizes.
+        expected_depth: when given, refuse a checkpoint of another ResNet depth.
+        Raises CheckpointError for a missing, unsafe, damaged or mismatching file.
+        """
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint.get("args", {})
+        if expected_depth is not None and saved.get("depth") != expected_depth:
+            raise CheckpointError(f"--depth {expected_depth} disagrees with {path}, which holds a ResNet-"
+                                  f"{saved.get('depth')} model; leave --depth out to use the checkpoint's")
+        model = model_from_checkpoint(checkpoint, path)
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        detector = cls(model, checkpoint["class_names"], checkpoint.get("category_ids"),
+                       min_side=min_side or saved.get("min_side", DEFAULT_MIN_SIDE),
+                       max_side=max_side or saved.get("max_side", DEFAULT_MAX_SIDE),
+                       device_config=DeviceConfig(device, amp_dtype_for(device, amp), channels_last))
+        detector.checkpoint_args = saved
+        return detector
+
+    def predict(self, images, *, score_threshold=0.05, nms_iou=0.5, max_detections=100, batch_size=4):
+        """Detect objects in one image or a list of images.
+
+        images: a path, an HxWx3 uint8 RGB array (HxW grey and HxWx4 RGBA are converted) or a PIL
+            image, or a list or tuple of those.
+        Returns, per image, a dict: ``boxes`` float32 (D, 4) xyxy in the original image's pixels,
+        ``scores`` float32 (D,), ``labels`` int64 (D,) contiguous, ``class_names`` (D names) and
+        ``category_ids`` int64 (D,); highest score first. One input gives one dict, a list a list.
+        """
+        single = not isinstance(images, (list, tuple))
+        inputs = [images] if single else list(images)
+        postprocessor = PostProcessor(score_threshold, nms_iou, max_detections=max_detections)
+        outputs = []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            samples = [sample_from_image(to_rgb_array(item), self.transform, image_id=start + offset)
+                       for offset, item in enumerate(chunk)]
+            batch, targets, _ = collate(samples)
+            detections = detect_batch(self.model, batch, targets, postprocessor=postprocessor,
+                                      device_config=self.device_config)
+            outputs += [self._as_numpy(detection) for detection in detections]
+        return outputs[0] if single else outputs
+
+    def predict_loader(self, loader, postprocessor):
+        """COCO results for every image of a loader (``data.loader.build_loader``), with this
+        detector's category ids."""
+        return predict(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
+                       label_to_category_id=self.category_ids)
+
+    def evaluate(self, loader, postprocessor, evaluator="faster"):
+        """(COCO results, evaluation dict or None) on a COCO set's loader; see ``engine.evaluate``."""
+        return evaluate(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
+                        evaluator=evaluator)
+
+    def _as_numpy(self, detection):
+        labels = detection["labels"].cpu().numpy().astype(np.int64)
+        return {
+            "boxes": detection["boxes"].float().cpu().numpy(),
+            "scores": detection["scores"].float().cpu().numpy(),
+            "labels": labels,
+            "class_names": [self.class_names[label] for label in labels],
+            "category_ids": np.asarray([self.category_ids[label] for label in labels], dtype=np.int64),
+        }
+
+
+def to_rgb_array(item):
+    """A path, PIL image or numpy array -> HxWx3 uint8 RGB array; ValueError for anything else."""
+    if isinstance(item, (str, os.PathLike)):
+        return load_image_rgb(os.fspath(item))
+    if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image, without importing PIL here
+        return np.asarray(item.convert("RGB"))
+    if not isinstance(item, np.ndarray):
+        raise ValueError(f"expected an image path, a PIL image or a numpy array, got {type(item).__name__}")
+    if item.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image array, got dtype {item.dtype}")
+    if item.ndim == 2:
+        item = item[:, :, None]
+    if item.ndim != 3 or item.shape[2] not in (1, 3, 4) or min(item.shape[:2]) < 1:
+        raise ValueError(f"expected an HxWx3 RGB image array, got shape {item.shape}")
+    if item.shape[2] == 1:
+        item = np.repeat(item, 3, axis=2)
+    return np.ascontiguousarray(item[:, :, :3])
