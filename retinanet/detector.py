@@ -41,12 +41,12 @@ class Detector:
         self.transform = EvalTransform(min_side, max_side)
 
     @classmethod
-    def from_checkpoint(cls, path, device="auto", *, amp=False, channels_last=False, min_side=None, max_side=None,
+    def from_checkpoint(cls, path, device="auto", *, amp="auto", channels_last=False, min_side=None, max_side=None,
                         expected_depth=None):
         """Rebuild the model from a checkpoint written by train.py (no model flags needed).
 
-        device: "auto", "cpu", "cuda" or a torch.device. amp: bfloat16 autocast (float16 on GPUs
-        without bfloat16). min_side / max_side: override the checkpoint's training sizes.
+        device: "auto", "cpu", "cuda" or a torch.device. amp: "auto" (bfloat16 where the hardware
+        runs it natively, as the scripts), "on" or "off" (float32). min_side / max_side: override the checkpoint's training sizes.
         expected_depth: when given, refuse a checkpoint of another ResNet depth.
         Raises CheckpointError for a missing, unsafe, damaged or mismatching file.
         """

@@ -55,7 +55,7 @@ def test_train_test_submission_and_vis_end_to_end(tiny_data, tmp_path):
 
     out = tmp_path / "results"
     test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(run / "model_final.pt"), "--set_name", "train",
-                      "--output_dir", str(out), "--workers", "0"])
+                      "--output_dir", str(out), "--workers", "0", "--amp", "off"])  # the precision the run evaluated in
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["stats"]["AP"] == pytest.approx(records[-1]["coco"]["AP"], abs=1e-6)
     assert {row["name"] for row in metrics["per_class"]} == set(load_checkpoint(str(run / "model_final.pt"))["class_names"])
@@ -117,4 +117,5 @@ def test_bfloat16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
     run = _train(tiny_data, tmp_path, "amp", "--epochs", "1", "--val_set", "", "--amp")
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 < record["loss"] < 10 and record["images"] == 16
-    assert load_checkpoint(str(run / "model_final.pt"))["args"]["amp"] is True
+    assert load_checkpoint(str(run / "model_final.pt"))["args"]["amp"] == "on"
+    assert "precision: bfloat16 autocast (--amp on" in (tmp_path / "log" / "amp.log").read_text()

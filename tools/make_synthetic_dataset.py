@@ -2,13 +2,13 @@
 
     python tools/make_synthetic_dataset.py --output ./data
 
-The same arguments always give byte-identical files; see ``retinanet/synthetic.py``.
+The same arguments always give byte-identical files; see ``retinanet/data/synthetic.py``.
 """
 import argparse
 import sys
 
 
-from retinanet.data.synthetic import generate_dataset
+from retinanet.data.synthetic import STYLES, generate_dataset
 
 
 def parse_args():
@@ -21,6 +21,10 @@ def parse_args():
     content.add_argument("--num_val", type=int, default=100, help="validation images (default: 100)")
     content.add_argument("--num_test", type=int, default=100, help="held-out test images (default: 100)")
     content.add_argument("--seed", type=int, default=3407, help="random seed (default: 3407)")
+    content.add_argument("--style", default="default", choices=tuple(STYLES),
+                         help="what the images hold: the demo's shapes (default), or data of another character "
+                              "(small objects, crowded images, one or ten classes, textured backgrounds, "
+                              "three classes of 16-80 px objects)")
     content.add_argument("--min_size", type=int, default=160,
                          help="smallest image width/height in pixels, rounded up to a multiple of 16 (default: 160)")
     content.add_argument("--max_size", type=int, default=256,
@@ -51,7 +55,7 @@ def main():
     try:
         summary = generate_dataset(args.output, num_train=args.num_train, num_val=args.num_val,
                                    num_test=args.num_test, seed=args.seed, min_size=args.min_size,
-                                   max_size=args.max_size, force=args.force)
+                                   max_size=args.max_size, force=args.force, style=args.style)
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ Every image is drawn from its own ``numpy.random.Generator`` seeded with
 one set's contents do not depend on the sizes of the others. Arrays are uint8 of shape
 (H, W, 3) in OpenCV's BGR order (colours are random, so the order carries no meaning).
 """
+import dataclasses
 import os
 import re
 import time
@@ -31,6 +32,7 @@ from retinanet.data.image_io import write_png
 from retinanet.util.io import write_json
 
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "plus", "star", "ring")
+EXTRA_CLASS_NAMES = ("diamond", "hexagon", "arrow", "x_cross")
 SET_NAMES = ("train", "val", "test")
 
 MAX_OBJECTS = 6
@@ -43,6 +45,37 @@ MIN_COLOR_DISTANCE = 110.0  # Euclidean RGB distance from the mean colour under 
 ALPHA_CUTOFF = 64  # anti-aliased edge pixels fainter than 64/255 are not drawn
 SUBPIXEL_SHIFT = 4  # cv2.fillPoly vertices carry 4 fractional bits
 IMAGE_NAME_PATTERN = re.compile(r"^\d{6}\.png$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """What the generated images hold. The default is the repository's demo set; the other
+    presets in ``STYLES`` give data of a different character for the recipe benchmark.
+
+    classes: shape names, category ids 1..K in this order; min_object_size / max_object_size:
+    the box's longest side in pixels (the maximum also capped at ``max_object_fraction`` of
+    the image's short side); max_objects: objects tried per image (1..max); textured: busy
+    backgrounds (stripes, checkerboards, fine noise) instead of flat, gradient or blotchy ones.
+    """
+    classes: tuple = CLASS_NAMES
+    min_object_size: float = MIN_OBJECT_SIZE
+    max_object_size: float | None = None
+    max_object_fraction: float = MAX_OBJECT_FRACTION
+    max_objects: int = MAX_OBJECTS
+    textured: bool = False
+
+
+STYLES = {
+    "default": Style(),
+    "small_objects": Style(min_object_size=8, max_object_size=28, max_objects=10),
+    "crowded": Style(min_object_size=14, max_object_size=44, max_objects=24),
+    "one_class": Style(classes=("ring",)),
+    "ten_classes": Style(classes=CLASS_NAMES + EXTRA_CLASS_NAMES),
+    "textured": Style(textured=True),
+    # Three classes of 16-80 px objects, as in the original course repository's setting.
+    "three_classes_16_80": Style(classes=("ellipse", "rectangle", "triangle"), min_object_size=16,
+                                 max_object_size=80),
+}
 
 
 def _rotate(points, angle):
@@ -81,16 +114,37 @@ def _unit_shape(rng, class_name):
     if class_name == "ring":
         outer = _circle(rng.uniform(0.85, 1.0))
         return [outer, outer[::-1] * rng.uniform(0.5, 0.65)], rng.uniform(0, np.pi)
+    return _extra_shape(rng, class_name)
+
+
+def _extra_shape(rng, class_name):
+    """The shapes that only the ten-class style uses."""
+    if class_name == "diamond":
+        half_width = rng.uniform(0.45, 0.7)
+        return [np.array([[0, -1], [half_width, 0], [0, 1], [-half_width, 0]])], rng.uniform(-0.3, 0.3)
+    if class_name == "hexagon":
+        angles = np.arange(6) * np.pi / 3
+        return [np.stack([np.cos(angles), np.sin(angles)], axis=1)], rng.uniform(0, np.pi / 3)
+    if class_name == "arrow":
+        w, head = rng.uniform(0.18, 0.28), rng.uniform(0.3, 0.5)
+        outline = np.array([[-1, -w], [1 - 2 * head, -w], [1 - 2 * head, -2.2 * w], [1, 0],
+                            [1 - 2 * head, 2.2 * w], [1 - 2 * head, w], [-1, w]])
+        return [outline], rng.uniform(0, 2 * np.pi)
+    if class_name == "x_cross":
+        w = rng.uniform(0.2, 0.3)
+        arm = np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w],
+                        [w, 1], [-w, 1], [-w, w], [-1, w], [-1, -w], [-w, -w]])
+        return [arm], np.pi / 4 + rng.uniform(-0.2, 0.2)
     raise ValueError(f"unknown shape class {class_name!r}")
 
 
-def sample_shape(rng, category_id, size, width, height, margin=2):
+def sample_shape(rng, category_id, size, width, height, margin=2, classes=CLASS_NAMES):
     """Sample a shape of ``category_id`` (1-based) whose box's longest side is ``size``.
 
     Returns a list of float (N, 2) outlines in pixel coordinates (a ring has two: outer
     and hole), placed at random with at least ``margin`` pixels to the image border.
     """
-    outlines, angle = _unit_shape(rng, CLASS_NAMES[category_id - 1])
+    outlines, angle = _unit_shape(rng, classes[category_id - 1])
     outlines = [_rotate(outline, angle) for outline in outlines]
     low, high = outlines[0].min(axis=0), outlines[0].max(axis=0)
     scale = size / (high - low).max()
@@ -120,7 +174,7 @@ def _too_hidden(boxes, new_box):
     return False
 
 
-def sample_object_layout(rng, width, height):
+def sample_object_layout(rng, width, height, style=STYLES["default"]):
     """Sample the objects of one image without drawing them.
 
     Returns a list of ``{"category_id": int, "outlines": [float (N, 2) arrays]}`` in
@@ -129,12 +183,16 @@ def sample_object_layout(rng, width, height):
     """
     if rng.random() < EMPTY_IMAGE_PROBABILITY:
         return []
-    max_size = max(MAX_OBJECT_FRACTION * min(width, height), MIN_OBJECT_SIZE)
+    max_size = style.max_object_fraction * min(width, height)
+    if style.max_object_size is not None:
+        max_size = min(max_size, style.max_object_size)
+    max_size = max(max_size, style.min_object_size)
     objects, boxes = [], []
-    for _ in range(rng.integers(1, MAX_OBJECTS + 1)):
+    for _ in range(rng.integers(1, style.max_objects + 1)):
         for _ in range(PLACEMENT_ATTEMPTS):
-            category_id = int(rng.integers(1, len(CLASS_NAMES) + 1))
-            outlines = sample_shape(rng, category_id, rng.uniform(MIN_OBJECT_SIZE, max_size), width, height)
+            category_id = int(rng.integers(1, len(style.classes) + 1))
+            size = rng.uniform(style.min_object_size, max_size)
+            outlines = sample_shape(rng, category_id, size, width, height, classes=style.classes)
             box = _outline_box(outlines)
             if not _too_hidden(boxes, box):
                 objects.append({"category_id": category_id, "outlines": outlines})
@@ -149,8 +207,11 @@ def sample_image_size(rng, min_size, max_size):
     return int(rng.choice(sizes)), int(rng.choice(sizes))
 
 
-def render_background(rng, width, height):
-    """A uint8 (height, width, 3) flat, linear-gradient or low-frequency blotchy background."""
+def render_background(rng, width, height, textured=False):
+    """A uint8 (height, width, 3) flat, linear-gradient or low-frequency blotchy background,
+    or with ``textured`` stripes, a checkerboard or fine noise."""
+    if textured:
+        return _render_texture(rng, width, height)
     kind = rng.integers(3)
     if kind == 0:
         image = np.empty((height, width, 3), dtype=np.uint8)
@@ -166,6 +227,23 @@ def render_background(rng, width, height):
     grid = rng.integers(0, 256, size=3) + rng.normal(0, 40, size=(rng.integers(2, 7), rng.integers(2, 7), 3))
     blotches = cv2.resize(grid.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     return np.clip(np.rint(blotches), 0, 255).astype(np.uint8)
+
+
+def _render_texture(rng, width, height):
+    """Busy backgrounds: the shapes must be told from texture, not just from a flat field."""
+    kind = rng.integers(3)
+    low, high = rng.integers(0, 256, size=(2, 3)).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == 0:  # stripes at a random angle and period
+        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 16)
+        weight = 0.5 + 0.5 * np.sin(2 * np.pi * (xs * np.cos(angle) + ys * np.sin(angle)) / period)
+    elif kind == 1:  # checkerboard
+        cell = int(rng.integers(4, 14))
+        weight = ((xs // cell + ys // cell) % 2).astype(np.float32)
+    else:  # fine noise, slightly blurred
+        weight = cv2.GaussianBlur(rng.random((height, width), dtype=np.float32), (0, 0), rng.uniform(0.8, 2.0))
+        weight = (weight - weight.min()) / max(float(weight.max() - weight.min()), 1e-6)
+    return np.rint(low + weight[..., None] * (high - low)).astype(np.uint8)
 
 
 def draw_distractor_lines(rng, image):
@@ -219,12 +297,12 @@ def draw_object(image, outlines, color):
     return bbox, int(rows.size)
 
 
-def generate_image(seed, set_index, image_index, min_size, max_size):
+def generate_image(seed, set_index, image_index, min_size, max_size, style=STYLES["default"]):
     """Draw one image. Returns (uint8 (H, W, 3) image, list of (category_id, bbox, area))."""
     rng = np.random.default_rng([seed, set_index, image_index])
     width, height = sample_image_size(rng, min_size, max_size)
-    image = render_background(rng, width, height)
-    layout = sample_object_layout(rng, width, height)
+    image = render_background(rng, width, height, style.textured)
+    layout = sample_object_layout(rng, width, height, style)
     draw_distractor_lines(rng, image)
     objects = []
     for shape in layout:
@@ -253,7 +331,7 @@ def _check_arguments(counts, min_size, max_size):
                          f"got min_size={min_size}, max_size={max_size}")
 
 
-def _generate_set(out_dir, set_name, count, seed, min_size, max_size):
+def _generate_set(out_dir, set_name, count, seed, min_size, max_size, style):
     """Write one set's images; return its COCO dict with annotations."""
     image_dir = os.path.join(out_dir, "images", set_name)
     os.makedirs(image_dir, exist_ok=True)
@@ -262,7 +340,7 @@ def _generate_set(out_dir, set_name, count, seed, min_size, max_size):
             os.remove(os.path.join(image_dir, stale_name))
     images, annotations = [], []
     for index in range(count):
-        image, objects = generate_image(seed, SET_NAMES.index(set_name), index, min_size, max_size)
+        image, objects = generate_image(seed, SET_NAMES.index(set_name), index, min_size, max_size, style)
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         write_png(os.path.join(image_dir, file_name), image, compression=6)
@@ -270,16 +348,17 @@ def _generate_set(out_dir, set_name, count, seed, min_size, max_size):
         for category_id, bbox, area in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
                                 "bbox": bbox, "area": float(area), "iscrowd": 0})
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(style.classes)]
     info = {"description": f"synthetic shapes, {set_name} set, seed {seed}", "version": "1.0"}
     return {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
 
 
 def _set_statistics(coco):
     """Counts for the summary: images, boxes per class, empty images, box side range."""
-    boxes_per_class = {name: 0 for name in CLASS_NAMES}
+    names = [category["name"] for category in coco["categories"]]
+    boxes_per_class = {name: 0 for name in names}
     for annotation in coco["annotations"]:
-        boxes_per_class[CLASS_NAMES[annotation["category_id"] - 1]] += 1
+        boxes_per_class[names[annotation["category_id"] - 1]] += 1
     sides = [side for annotation in coco["annotations"] for side in annotation["bbox"][2:]]
     with_objects = {annotation["image_id"] for annotation in coco["annotations"]}
     return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
@@ -289,13 +368,19 @@ def _set_statistics(coco):
 
 
 def generate_dataset(out_dir, num_train=600, num_val=100, num_test=100, seed=3407,
-                     min_size=160, max_size=256, force=False):
+                     min_size=160, max_size=256, force=False, style="default"):
     """Write the synthetic dataset under ``out_dir`` (layout in the module docstring).
+
+    style: a name in ``STYLES`` or a ``Style``.
 
     Raises FileExistsError if a set's JSON file already exists and ``force`` is False.
     Returns a summary dict: ``output_dir``, ``seed``, ``class_names``, ``seconds`` and
     ``sets`` mapping each set name to its counts (see ``_set_statistics``).
     """
+    if isinstance(style, str):
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+        style = STYLES[style]
     counts = {"train": num_train, "val": num_val, "test": num_test}
     _check_arguments(list(counts.values()), min_size, max_size)
     existing = [os.path.join(out_dir, f"{name}.json") for name in SET_NAMES
@@ -305,9 +390,9 @@ def generate_dataset(out_dir, num_train=600, num_val=100, num_test=100, seed=340
                               f"the dataset in {out_dir}")
     start_time = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    summary = {"output_dir": os.path.abspath(out_dir), "seed": seed, "class_names": list(CLASS_NAMES), "sets": {}}
+    summary = {"output_dir": os.path.abspath(out_dir), "seed": seed, "class_names": list(style.classes), "sets": {}}
     for set_name in SET_NAMES:
-        coco = _generate_set(out_dir, set_name, counts[set_name], seed, min_size, max_size)
+        coco = _generate_set(out_dir, set_name, counts[set_name], seed, min_size, max_size, style)
         summary["sets"][set_name] = _set_statistics(coco)
         if set_name == "test":
             _write_json(os.path.join(out_dir, "test_ground_truth.json"), coco)

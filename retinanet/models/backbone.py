@@ -6,6 +6,9 @@ Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv
 Normalisation is a choice (``norm``):
 - ``frozen_bn``: BatchNorm with fixed statistics and affine parameters (the paper's choice with
   ImageNet weights; from scratch it is the identity at initialisation).
+- ``frozen_stats_bn``: BatchNorm whose statistics stay fixed (always in evaluation mode) while
+  its scale and shift train: what the original pytorch-retinanet's ``freeze_bn`` gives. From
+  scratch it is an unnormalised network with a learnable per-channel scale and shift.
 - ``bn``: ordinary trainable BatchNorm.
 - ``gn``: GroupNorm with 32 groups, independent of the batch size.
 """
@@ -14,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-NORM_CHOICES = ("frozen_bn", "bn", "gn")
+NORM_CHOICES = ("frozen_bn", "frozen_stats_bn", "bn", "gn")
 # depth -> (block type, blocks per stage)
 RESNET_LAYOUTS = {
     18: ("basic", (2, 2, 2, 2)),
@@ -25,9 +28,19 @@ RESNET_LAYOUTS = {
 }
 
 
+class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics and never updates them;
+    weight and bias still train. Same parameter names as BatchNorm2d, so BN weights load."""
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 def make_norm(norm, channels):
     if norm == "bn":
         return nn.BatchNorm2d(channels)
+    if norm == "frozen_stats_bn":
+        return FrozenStatsBatchNorm2d(channels)
     if norm == "frozen_bn":
         return FrozenBatchNorm2d(channels)
     if norm == "gn":

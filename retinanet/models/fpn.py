@@ -16,8 +16,9 @@ def conv_norm(in_channels, out_channels, kernel_size, stride, use_group_norm):
 
 
 class FeaturePyramid(nn.Module):
-    def __init__(self, in_channels, channels=256, use_group_norm=False):
-        """in_channels: channels of (C3, C4, C5)."""
+    def __init__(self, in_channels, channels=256, use_group_norm=False, init="uniform"):
+        """in_channels: channels of (C3, C4, C5). init: ``uniform`` (Kaiming-uniform with a=1, as
+        detectron2) or ``kaiming`` (He normal, fan-out)."""
         super().__init__()
         c3, c4, c5 = in_channels
         self.lateral = nn.ModuleList(conv_norm(c, channels, 1, 1, use_group_norm) for c in (c3, c4, c5))
@@ -25,10 +26,14 @@ class FeaturePyramid(nn.Module):
         self.p6 = conv_norm(c5, channels, 3, 2, use_group_norm)
         self.p7 = conv_norm(channels, channels, 3, 2, use_group_norm)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if not isinstance(module, nn.Conv2d):
+                continue
+            if init == "kaiming":
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            else:
                 nn.init.kaiming_uniform_(module.weight, a=1)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(self, features):
         """[C3, C4, C5] -> [P3, P4, P5, P6, P7], each (B, channels, H_l, W_l)."""

@@ -8,9 +8,10 @@ import os
 
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS
+from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
-from retinanet.util.device import DEVICE_CHOICES
+from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
 
 
 def positive_int(text):
@@ -69,9 +70,11 @@ def device_parent():
                        help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
     group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
                        help="data-loading worker processes (default: the number of cores, at most 8)")
-    group.add_argument("--amp", action="store_true",
-                       help="mixed precision: bfloat16 autocast (on a GPU without bfloat16, float16 with a gradient "
-                            "scaler); on a CPU fast only with AVX512-BF16 or AMX")
+    group.add_argument("--amp", nargs="?", const="on", default="auto", choices=AMP_CHOICES,
+                       help="mixed precision: auto = bfloat16 where the hardware runs it natively (CUDA GPUs with "
+                            "bfloat16, CPUs with AVX512-BF16 or AMX), float32 elsewhere; on (or a bare --amp) = "
+                            "always (float16 with a gradient scaler on GPUs without bfloat16); off = float32 "
+                            "(default: auto)")
     group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")
     return parser
 
@@ -106,6 +109,9 @@ def model_parent():
                        help="backbone normalisation: auto = frozen_bn with --pretrained, gn without (default: auto)")
     group.add_argument("--head_norm", default="gn", choices=HEAD_NORM_CHOICES,
                        help="GroupNorm in the FPN and heads, or none (default: gn)")
+    group.add_argument("--head_init", default="normal", choices=HEAD_INIT_CHOICES,
+                       help="initial weights of the FPN and head towers: normal (std 0.01, for towers with "
+                            "GroupNorm) or kaiming (He, for towers without normalisation) (default: normal)")
     group.add_argument("--fpn_channels", type=positive_int, default=256,
                        help="channels of the FPN and heads, a multiple of 32 (default: 256)")
     group.add_argument("--prior", type=probability, default=0.01,

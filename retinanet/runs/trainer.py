@@ -25,7 +25,7 @@ from retinanet.runs.checkpoint import capture_rng_states, model_from_checkpoint,
 from retinanet.runs.options import resolve_training_args
 from retinanet.runs.run_dir import RunDir, RunDirError, next_run_name
 from retinanet.util import distributed
-from retinanet.util.device import amp_dtype_for, resolve_device
+from retinanet.util.device import choose_precision, resolve_device
 
 
 class Trainer:
@@ -39,7 +39,8 @@ class Trainer:
         if device.type == "cuda" and self.world_size > 1:
             device = torch.device("cuda", local_rank)
         self.is_main = self.rank == 0
-        self.device_config = DeviceConfig(device, amp_dtype_for(device, args.amp), args.channels_last)
+        amp_dtype, self.precision = choose_precision(device, args.amp)
+        self.device_config = DeviceConfig(device, amp_dtype, args.channels_last)
         torch.manual_seed(args.seed)
         if self.is_main and not args.skip_dataset_check:
             check_datasets(args)
@@ -64,6 +65,7 @@ class Trainer:
         start_iteration = self._load_resume_state(state) if resume_state is not None else 0
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
         self.stop = StopRequest()
+        self.fit_started = None
 
     def _open_run(self, resuming):
         """Claim the run folder and start its log (main process); other processes just print."""
@@ -76,9 +78,10 @@ class Trainer:
         log = self.run.open_log()
         self.run.write_config(dict(vars(self.args), run_name=self.run.name, class_names=self.train_set.class_names,
                                    world_size=self.world_size, device_used=str(self.device_config.device),
-                                   num_train_images=len(self.train_set)))
+                                   precision=self.precision, num_train_images=len(self.train_set)))
         log(f"run {self.run.name}: {len(self.train_set)} training images, {self.train_set.num_classes} classes, "
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
+        log(f"precision: {self.precision}")
         return log
 
     def _load_resume_state(self, state):
@@ -102,7 +105,7 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
-        started = time.perf_counter()
+        started = self.fit_started = time.perf_counter()
         epoch = self.start_epoch
         try:
             with self.stop.on_ctrl_c():
@@ -139,7 +142,8 @@ class Trainer:
                 if self.best_metric is None or evaluation["stats"]["AP"] > self.best_metric:
                     self.best_metric, self.best_epoch = evaluation["stats"]["AP"], epoch + 1
         if self.is_main:
-            self.log(format_epoch_line(record, args.epochs))
+            self.log(format_epoch_line(record, args.epochs) + time_left(
+                time.perf_counter() - self.fit_started, epoch + 1 - self.start_epoch, args.epochs - epoch - 1))
             self.run.append_metrics(record)
             self.run.plot_curves()
             self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
@@ -306,6 +310,13 @@ def build_training_model(num_classes, args, device, world_size, log):
         return model, model
     device_ids = [device.index] if device.type == "cuda" else None
     return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def time_left(seconds, epochs_run, epochs_remaining):
+    """', about N min left' at the pace of the epochs run so far (evaluations included)."""
+    if epochs_remaining <= 0 or epochs_run <= 0:
+        return ""
+    return f", about {seconds / epochs_run * epochs_remaining / 60:.1f} min left"
 
 
 def format_epoch_line(record, epochs):
