@@ -3,15 +3,19 @@
     python test.py --checkpoint_path output/<run>/model_final.pt --set_name val
 
 Writes {set}_bbox_results.json (COCO results format) and {set}_metrics.json (the 12 COCO
-numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines.
+numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines. The set gets the
+dataset check train.py runs first; an unusable set or checkpoint ends with exit status 2.
 """
 import argparse
 import os
+import sys
 import time
 
+from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
 from retinanet.detector import Detector
+from retinanet.engine import evaluate
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
@@ -29,8 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
     parser.add_argument("--depth", type=int, default=None,
                         help="optional check: fail unless the checkpoint holds a model of this depth")
-    parser.add_argument("--min_side", type=options.positive_int, default=None, help="default: the training value")
-    parser.add_argument("--max_side", type=options.positive_int, default=None, help="default: the training value")
+    parser.add_argument("--min_side", type=options.side_length(options.MAX_MIN_SIDE), default=None,
+                        help="default: the training value")
+    parser.add_argument("--max_side", type=options.side_length(options.MAX_MAX_SIDE), default=None,
+                        help="default: the training value")
     parser.add_argument("--evaluator", default="faster", choices=("faster", "pycocotools"),
                         help="COCO evaluator; both give the same numbers (default: faster)")
     args = parser.parse_args(argv)
@@ -45,21 +51,32 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:  # the check train.py runs, so a broken set is reported in full, not met mid-run
+        validate_or_raise(args.coco_path, args.set_name)
+    except DatasetError as error:
+        print(error.report.format(), file=sys.stderr)
+        raise SystemExit(2)
     try:
         detector = Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
                                             channels_last=args.channels_last, min_side=args.min_side,
                                             max_side=args.max_side, expected_depth=args.depth)
     except (CheckpointError, ValueError) as error:
-        raise SystemExit(f"error: {error}")
-    dataset = CocoDetection(args.coco_path, args.set_name, detector.transform)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    dataset = CocoDetection(args.coco_path, args.set_name, detector.transform, skip_unreadable=True)
     if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "
                          f"trained on {detector.class_names}")
     loader = build_loader(dataset, batch_size=args.batch_size, workers=args.workers)
     postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
     started = time.perf_counter()
-    results, evaluation = detector.evaluate(loader, postprocessor, evaluator=args.evaluator)
+    stats = {}
+    results, evaluation = evaluate(detector.model, loader, postprocessor=postprocessor,
+                                   device_config=detector.device_config, evaluator=args.evaluator, stats=stats)
     seconds = time.perf_counter() - started
+    if stats["skipped_images"]:
+        print(f"warning: {stats['skipped_images']} of {len(dataset)} images of {dataset.json_path} could not be "
+              "decoded and were skipped (scored as images without detections)")
     os.makedirs(args.output_dir, exist_ok=True)
     results_path = os.path.join(args.output_dir, f"{args.set_name}_bbox_results.json")
     write_json(results_path, results, indent=None)
@@ -71,7 +88,8 @@ def main(argv=None):
     print(format_stats(evaluation["stats"]))
     print(format_per_class_table(evaluation["per_class"]))
     metrics_path = os.path.join(args.output_dir, f"{args.set_name}_metrics.json")
-    write_json(metrics_path, {"checkpoint": args.checkpoint_path, "set": args.set_name, **evaluation})
+    write_json(metrics_path, {"checkpoint": args.checkpoint_path, "set": args.set_name,
+                              "skipped_images": stats["skipped_images"], **evaluation})
     print(f"metrics -> {metrics_path}")
 
 

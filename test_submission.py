@@ -3,7 +3,8 @@
     python test_submission.py --coco_path ./data --set_name val --results val_bbox_results.json
 
 Exit status: 0 the file is well-formed (and scored when the set has annotations);
-1 the file has problems, all of them listed; 2 the results or ground-truth file cannot be read.
+1 the file has problems, all of them listed; 2 the results or ground-truth file cannot be read,
+or the ground truth breaks the dataset check's rules for the JSON (each problem is listed).
 """
 import argparse
 import os

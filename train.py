@@ -8,30 +8,47 @@ console output to log/<run name>.log. See README.md for every flag.
 import sys
 
 from retinanet.data.check import DatasetError
+from retinanet.data.coco import DatasetLoadError
 from retinanet.runs import options
-from retinanet.runs.checkpoint import CheckpointError, load_checkpoint
+from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.runs.trainer import Trainer
 
 
 def parse_args(argv=None):
+    """train.py's flags; with --resume, the run's saved flags with the allowed overrides applied."""
+    return _parse(argv)[0]
+
+
+def _parse(argv):
+    """(flags, the --resume checkpoint or None). A resumed run restores its saved flags, so that
+    `--resume PATH` alone continues it; flags given explicitly override them where that is safe."""
     parser = options.build_train_parser(__doc__)
     args = parser.parse_args(argv)
+    checkpoint = None
+    if args.resume:
+        options.check_existing_file(parser, args.resume, "--resume")
+        try:
+            checkpoint = load_checkpoint(args.resume)
+            check_model_description(checkpoint, args.resume)
+            args, overrides = options.restore_resumed_args(args, options.explicit_flags(parser, argv), checkpoint,
+                                                           args.resume)
+        except (CheckpointError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None
+        for line in overrides:
+            print(line)
     options.check_train_args(parser, args)
-    return options.resolve_training_args(args)
+    return options.resolve_training_args(args), checkpoint
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    resume_state = None
-    if args.resume:
-        try:
-            resume_state = load_checkpoint(args.resume)
-        except CheckpointError as error:
-            raise SystemExit(f"error: {error}")
+    args, resume_state = _parse(argv)
     try:
         trainer = Trainer(args, resume_state)
     except DatasetError as error:
         print(error.report.format(), file=sys.stderr)
+        raise SystemExit(2)
+    except (CheckpointError, DatasetLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
     try:
         trainer.fit()

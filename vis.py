@@ -7,17 +7,26 @@
 Ground truth is drawn in green, predictions in red with their scores. With --images, any image
 files are run through the checkpoint (class names come from the checkpoint) and their
 predictions are also written as a COCO-style results JSON.
+
+Inputs are checked before anything is drawn, and any problem ends the run with exit status 2
+and a message naming the file: the set gets the dataset check train.py runs, a --results file
+the checks of test_submission.py (every entry with an image and category of the set, a box of
+four finite numbers and a score in [0, 1]), and every --images file must be a complete image
+before the model runs. An empty, truncated or corrupt image is reported with the reason rather
+than skipped, so what is drawn is always everything that was asked for.
 """
 import argparse
 import os
 import random
+import sys
 
+from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.coco import CocoDetection
-from retinanet.data.image_io import load_image_rgb
+from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.data.transforms import EvalTransform
 from retinanet.detector import Detector
-from retinanet.evaluation.results_check import SubmissionError, load_results_file
+from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
@@ -60,20 +69,40 @@ def parse_args(argv=None):
     return args
 
 
+def fail(message):
+    """End with ``message`` on stderr and exit status 2 (unusable input)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def load_detector(args):
     try:
         return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
                                         channels_last=args.channels_last)
     except (CheckpointError, ValueError) as error:
-        raise SystemExit(f"error: {error}")
+        fail(error)
+
+
+def readable_images(paths):
+    """The image files of ``paths`` (folders expanded), each checked to be a complete image."""
+    try:
+        files = list_images(paths)
+    except ValueError as error:
+        fail(error)
+    unreadable = []
+    for path in files:
+        try:
+            verify_image_file(path)
+        except ImageReadError as error:
+            unreadable.append(str(error))
+    if unreadable:
+        fail(f"{len(unreadable)} of {len(files)} --images cannot be read:\n  " + "\n  ".join(unreadable))
+    return files
 
 
 def predict_files(args):
     """Predictions for plain image files, written to predictions.json. Returns (items, results, names)."""
-    try:
-        files = list_images(args.images)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}")
+    files = readable_images(args.images)
     detector = load_detector(args)
     loader = build_loader(ImageFiles(files, detector.transform), batch_size=args.batch_size, workers=args.workers)
     postprocessor = PostProcessor(min(args.score_threshold, DECODE_THRESHOLD), args.nms_iou,
@@ -93,16 +122,22 @@ def choose_image_ids(dataset, args):
     if args.image_ids:
         unknown = [image_id for image_id in args.image_ids if image_id not in set(ids)]
         if unknown:
-            raise SystemExit(f"error: image ids {unknown} are not in {dataset.json_path}")
+            fail(f"image ids {unknown} are not in {dataset.json_path}")
         return list(args.image_ids)
     return sorted(random.Random(args.seed).sample(sorted(ids), min(args.num_images, len(ids))))
 
 
 def dataset_predictions(args):
     """Ground truth of the chosen images and their predictions (checkpoint or results file)."""
+    try:
+        validate_or_raise(args.coco_path, args.set_name)
+    except DatasetError as error:
+        print(error.report.format(), file=sys.stderr)
+        raise SystemExit(2)
     detector = load_detector(args) if args.checkpoint_path else None
     transform = detector.transform if detector else EvalTransform()
     dataset = CocoDetection(args.coco_path, args.set_name, transform)
+    results = load_checked_results(args.results, dataset) if args.results and detector is None else []
     dataset.restrict_to(choose_image_ids(dataset, args))
     names = dict(zip(dataset.label_to_category_id, dataset.class_names))
     if detector is not None:
@@ -111,19 +146,26 @@ def dataset_predictions(args):
                                       max_detections=args.max_detections)
         results = detector.predict_loader(loader, postprocessor)
         names = dict(zip(detector.category_ids, detector.class_names))
-    elif args.results:
-        try:
-            results = load_results_file(args.results)
-        except SubmissionError as error:
-            raise SystemExit(f"error: {error}")
-    else:
-        results = []
     items = []
     for index, info in enumerate(dataset.images):
         boxes, labels = dataset.ground_truth(index)
         ground_truth = (xyxy_to_xywh(boxes).tolist(), [dataset.class_names[label] for label in labels])
         items.append((dataset.image_path(index), info["id"], ground_truth))
     return items, results, names
+
+
+def load_checked_results(path, dataset):
+    """The entries of a COCO results file, checked against the set (``check_results``)."""
+    try:
+        results = load_results_file(path)
+    except SubmissionError as error:
+        fail(error)
+    ground_truth = {"images": dataset.images,
+                    "categories": [{"id": category_id} for category_id in dataset.label_to_category_id]}
+    report = check_results(results, ground_truth, gt_name=os.path.basename(dataset.json_path))
+    if not report.ok:
+        fail(f"{path}: not a usable results file for {dataset.json_path}:\n{report.format()}")
+    return results
 
 
 def main(argv=None):
@@ -136,7 +178,11 @@ def main(argv=None):
             by_image.setdefault(entry["image_id"], []).append(entry)
     pictures = []
     for path, image_id, ground_truth in items:
-        pictures.append(draw_detections(load_image_rgb(path), by_image.get(image_id, []), names, ground_truth,
+        try:
+            image = load_image_rgb(path)
+        except ImageReadError as error:  # checked already, so changed or damaged since
+            fail(error)
+        pictures.append(draw_detections(image, by_image.get(image_id, []), names, ground_truth,
                                         args.layout, f"image {image_id}"))
         if not args.grid:
             out = os.path.join(args.output_dir, f"{os.path.splitext(os.path.basename(path))[0]}_id{image_id}.png")

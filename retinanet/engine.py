@@ -162,30 +162,44 @@ def detect_batch(model, images, targets, *, postprocessor, device_config):
 
 
 @torch.no_grad()
-def predict(model, loader, *, postprocessor, device_config, label_to_category_id, progress_desc="inference"):
-    """Run the model over ``loader`` and return detections as a COCO results list."""
+def predict(model, loader, *, postprocessor, device_config, label_to_category_id, progress_desc="inference",
+            stats=None):
+    """Run the model over ``loader`` and return detections as a COCO results list.
+
+    Images that fail to decode (a dataset built with ``skip_unreadable=True``) are skipped; their
+    number is stored as ``stats['skipped_images']`` when a ``stats`` dict is given."""
     model.eval()
     results = []
+    skipped = 0
     show_bar = distributed.is_main_process() and sys.stderr.isatty()
-    for images, targets, _ in tqdm(loader, desc=progress_desc, disable=not show_bar, leave=False):
+    for images, targets, num_skipped in tqdm(loader, desc=progress_desc, disable=not show_bar, leave=False):
+        skipped += num_skipped
         if images is None:
             continue
         detections = detect_batch(model, images, targets, postprocessor=postprocessor, device_config=device_config)
         for target, detection in zip(targets, detections):
             results.extend(detections_to_coco(detection, target["image_id"], label_to_category_id))
+    if stats is not None:
+        stats["skipped_images"] = skipped
     return results
 
 
-def evaluate(model, loader, *, postprocessor, device_config, evaluator="faster"):
+def evaluate(model, loader, *, postprocessor, device_config, evaluator="faster", stats=None):
     """Predict on ``loader``'s COCO set (sharded over processes) and score it on the main process.
 
     Returns (results, evaluation dict or None); the evaluation is None on other processes and for
     a set without annotations (see ``evaluation.coco_eval.evaluate_detections`` for its keys).
+    ``stats``, when given, receives ``skipped_images``: images that failed to decode, over all
+    processes (they count as images without detections).
     """
     dataset = loader.dataset
+    own = {}
     results = predict(model, loader, postprocessor=postprocessor, device_config=device_config,
-                      label_to_category_id=dataset.label_to_category_id)
-    results = [entry for part in distributed.all_gather_objects(results) for entry in part]
+                      label_to_category_id=dataset.label_to_category_id, stats=own)
+    parts = distributed.all_gather_objects((results, own["skipped_images"]))
+    results = [entry for part, _ in parts for entry in part]
+    if stats is not None:
+        stats["skipped_images"] = sum(skipped for _, skipped in parts)
     if not distributed.is_main_process() or not dataset.has_annotations:
         return results, None
     return results, evaluate_detections(dataset.json_path, results, evaluator=evaluator)

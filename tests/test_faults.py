@@ -27,12 +27,7 @@ train_script = load_script("train")
 test_script = load_script("test")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(root, num_train=8):
@@ -104,7 +99,7 @@ def test_test_script_refuses_a_code_running_checkpoint_without_a_traceback(tiny_
     result = subprocess.run([sys.executable, "test.py", "--coco_path", tiny_data, "--checkpoint_path", str(path),
                              "--set_name", "val", "--output_dir", str(tmp_path / "out"), "--device", "cpu",
                              "--workers", "0"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD_ENV)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert f"error: {path}: refused to load" in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(marker)
@@ -131,13 +126,14 @@ def test_dict_without_model_weights_is_refused(tmp_path):
     assert "'model'" in str(info.value) and str(path) in str(info.value)
 
 
-def test_test_script_names_both_depths_when_they_disagree(tiny_data, tmp_path):
+def test_test_script_names_both_depths_when_they_disagree(tiny_data, tmp_path, capsys):
     path = tmp_path / "depth18.pt"
     save_tiny_checkpoint(path)
     with pytest.raises(SystemExit) as info:
         test_script.main(["--coco_path", tiny_data, "--checkpoint_path", str(path), "--set_name", "val",
                           "--depth", "50", "--device", "cpu", "--workers", "0", "--output_dir", str(tmp_path)])
-    message = str(info.value)
+    assert info.value.code == 2
+    message = capsys.readouterr().err
     assert "--depth 50" in message and "ResNet-18" in message and str(path) in message
 
 
@@ -197,10 +193,26 @@ def test_non_finite_loss_stops_with_the_step_and_a_resumable_checkpoint(tiny_dat
     assert "non-finite loss" in message and "epoch 1" in message and "step 2" in message, message
     monkeypatch.undo()
     path = tmp_path / "output" / "nan" / "checkpoint_interrupted.pt"
+    log = (tmp_path / "log" / "nan.log").read_text()
+    assert "no epoch finished before it: start again with a lower --learning_rate" in log and "--resume" not in log
     state = load_checkpoint(str(path))
     assert state["epoch"] == 0 and state["partial_epoch"]["steps"] == 1
     resumed = train(tiny_data, tmp_path, "nan", "--resume", str(path))
     assert (resumed / "model_final.pt").exists() and not path.exists()
+
+
+def test_non_finite_loss_advises_the_last_good_checkpoint_not_the_interrupted_one(tiny_data, tmp_path, monkeypatch):
+    def make_nan(losses):
+        return dict(losses, loss=losses["loss"] * float("nan"))
+
+    fail_loss_at_step(monkeypatch, 5, make_nan)  # 3 steps an epoch: epoch 2, step 2
+    with pytest.raises(SystemExit):
+        train(tiny_data, tmp_path, "nan2", "--epochs", "2")
+    run = tmp_path / "output" / "nan2"
+    log = (tmp_path / "log" / "nan2.log").read_text()
+    assert f"python train.py --resume {run / 'checkpoint_last.pt'} --learning_rate 1e-05" in log, log
+    assert f"--resume {run / 'checkpoint_interrupted.pt'}" not in log
+    assert load_checkpoint(str(run / "checkpoint_last.pt"))["epoch"] == 1
 
 
 def corrupt_one_train_image(data):
@@ -260,3 +272,145 @@ def test_unusable_dataset_exits_2_with_the_report_before_creating_a_run(tmp_path
     stderr = capsys.readouterr().err
     assert "train.json" in stderr and "999" in stderr and str(annotation_id) in stderr, stderr
     assert not (tmp_path / "output").exists() and not (tmp_path / "log").exists()
+
+
+# ----- D: stop signals, killed workers, a full disk, undecodable validation images, no boxes -----
+SEND_SIGTERM_AT_STEP_2 = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+from scripts import load_script
+from retinanet.models.loss import RetinaNetLoss
+from retinanet.runs import trainer
+
+class LossThatSendsSigterm(RetinaNetLoss):
+    calls = 0
+
+    def forward(self, outputs, targets):
+        LossThatSendsSigterm.calls += 1
+        if LossThatSendsSigterm.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().forward(outputs, targets)
+
+trainer.RetinaNetLoss = LossThatSendsSigterm
+load_script("train").main(sys.argv[1:])
+"""
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_143(tiny_data, tmp_path):
+    result = subprocess.run([sys.executable, "-c", SEND_SIGTERM_AT_STEP_2, "--coco_path", tiny_data, "--output_path",
+                             str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"), "--run_name", "term", *TINY],
+                            cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD_ENV)
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert "SIGTERM: stopping after this step" in result.stdout and "Traceback" not in result.stderr
+    state = load_checkpoint(str(tmp_path / "output" / "term" / "checkpoint_interrupted.pt"))
+    assert state["epoch"] == 0 and state["partial_epoch"]["steps"] == 2
+
+
+def test_killed_data_loader_worker_saves_a_checkpoint_and_says_what_happened(tiny_data, tmp_path, monkeypatch):
+    def kill_worker(losses):
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+    fail_loss_at_step(monkeypatch, 2, kill_worker)
+    with pytest.raises(SystemExit) as info:
+        train(tiny_data, tmp_path, "oom")
+    message = str(info.value)
+    assert message.startswith("error: a data-loading worker was killed by signal Killed") and "\n" not in message
+    assert "memory" in message and "--workers" in message and "--batch_size" in message, message
+    state = load_checkpoint(str(tmp_path / "output" / "oom" / "checkpoint_interrupted.pt"))
+    assert state["epoch"] == 0 and state["partial_epoch"]["steps"] == 1
+
+
+def test_other_runtime_errors_are_not_swallowed(tiny_data, tmp_path, monkeypatch):
+    def fail(losses):
+        raise RuntimeError("DataLoader worker exploded in some other way")
+
+    fail_loss_at_step(monkeypatch, 1, fail)
+    with pytest.raises(RuntimeError, match="exploded in some other way"):
+        train(tiny_data, tmp_path, "other_error")
+    assert not (tmp_path / "output" / "other_error" / "checkpoint_interrupted.pt").exists()
+
+
+@pytest.mark.parametrize("failing_save", [1, 2])
+def test_full_disk_names_the_folder_and_the_size_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch,
+                                                                                   failing_save):
+    real_save, calls = torch.save, {"count": 0}
+
+    def save_until_the_disk_fills(obj, stream):
+        calls["count"] += 1
+        if calls["count"] == failing_save:
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4352 vs 4240")
+        real_save(obj, stream)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    with pytest.raises(SystemExit) as info:
+        train(tiny_data, tmp_path, "full", "--epochs", "2")
+    monkeypatch.undo()
+    run = tmp_path / "output" / "full"
+    message = str(info.value)
+    assert message.startswith(f"error: could not save {run / 'checkpoint_last.pt'}: the disk is full"), message
+    assert f"in {run};" in message and " MB" in message and "\n" not in message
+    if failing_save == 1:
+        assert "--resume" not in message and "no checkpoint of this run was saved" in message
+        assert not (run / "checkpoint_last.pt").exists()
+    else:
+        assert f"--resume {run / 'checkpoint_last.pt'}" in message
+        assert load_checkpoint(str(run / "checkpoint_last.pt"))["epoch"] == 1
+
+
+def test_the_epochs_checkpoint_is_saved_before_evaluating(tiny_data, tmp_path, monkeypatch):
+    def evaluation_fails(*args, **kwargs):
+        raise MemoryError("evaluation ran out of memory")
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluation_fails)
+    with pytest.raises(MemoryError):
+        train(tiny_data, tmp_path, "eval_fails", "--val_set", "val")
+    assert load_checkpoint(str(tmp_path / "output" / "eval_fails" / "checkpoint_last.pt"))["epoch"] == 1
+
+
+def damage_image_data(path):
+    """Zero the middle of an image file: its header and end still look right (so the dataset check
+    passes it), but it no longer decodes."""
+    content = path.read_bytes()
+    path.write_bytes(content[:64] + bytes(len(content) - 80) + content[-16:])
+
+
+def test_undecodable_validation_image_is_skipped_and_counted_in_training_and_test(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    val = json.loads((tmp_path / "data" / "val.json").read_text())
+    damage_image_data(tmp_path / "data" / "images" / "val" / val["images"][0]["file_name"])
+    run = train(data, tmp_path, "val_skip", "--val_set", "val")
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["val_skipped_images"] == 1 and "coco" in record
+    assert "1 val images skipped" in (tmp_path / "log" / "val_skip.log").read_text()
+    capsys.readouterr()
+    test_script.main(["--coco_path", data, "--checkpoint_path", str(run / "model_final.pt"), "--set_name", "val",
+                      "--output_dir", str(tmp_path / "results"), "--workers", "0", "--device", "cpu"])
+    assert "1 of 4 images" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results" / "val_metrics.json").read_text())["skipped_images"] == 1
+
+
+@pytest.mark.parametrize("annotations", ["missing", "empty"])
+def test_training_set_without_boxes_is_refused_naming_the_file(tmp_path, capsys, annotations):
+    data = make_data(tmp_path / "data")
+    coco = json.loads((tmp_path / "data" / "train.json").read_text())
+    if annotations == "missing":
+        del coco["annotations"]
+    else:
+        coco["annotations"] = []
+    (tmp_path / "data" / "train.json").write_text(json.dumps(coco))
+    with pytest.raises(SystemExit) as info:
+        train(data, tmp_path, "no_boxes")
+    assert info.value.code == 2
+    assert f"{os.path.join(data, 'train.json')}: no boxes to train on" in capsys.readouterr().err
+    assert not (tmp_path / "output").exists() and not (tmp_path / "log").exists()
+
+
+def test_validation_set_without_annotations_disables_evaluation_with_a_warning(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    coco = json.loads((tmp_path / "data" / "val.json").read_text())
+    del coco["annotations"]
+    (tmp_path / "data" / "val.json").write_text(json.dumps(coco))
+    run = train(data, tmp_path, "no_val_boxes", "--val_set", "val", "--eval_every", "1")
+    assert f"{os.path.join(data, 'val.json')} has no annotations: evaluation disabled" in capsys.readouterr().err
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "coco" not in record and (run / "model_final.pt").exists()

@@ -14,6 +14,18 @@ from retinanet.data.check import check_dataset
 EXIT_UNUSABLE = 2
 
 
+def positive_int(text):
+    """argparse type; the same rule as ``retinanet.runs.options.positive_int``, kept here so the
+    checker starts without importing torch (which that module needs for the model options)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coco_path", default="./data",
@@ -22,9 +34,9 @@ def parse_args(argv=None):
                         help="one or more sets to check (default: train val)")
     parser.add_argument("--no_images", action="store_true",
                         help="check the JSON only, not the image files")
-    parser.add_argument("--num_threads", type=int, default=16,
+    parser.add_argument("--num_threads", type=positive_int, default=16,
                         help="threads reading image headers (default: 16)")
-    parser.add_argument("--max_lines", type=int, default=50,
+    parser.add_argument("--max_lines", type=positive_int, default=50,
                         help="most problems quoted per set; all are counted (default: 50)")
     return parser.parse_args(argv)
 

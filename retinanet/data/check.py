@@ -6,8 +6,9 @@ each naming the file, the id and the reason. Problems are of two classes:
 
 - errors make the set unusable until the dataset is fixed: a JSON file that is missing, too
   large or unparsable, missing keys or wrong types, duplicate or unknown ids, an empty set,
-  image files that are missing, damaged or of another size than the JSON says, and boxes
-  that are not four finite numbers, have a negative size or lie entirely outside the image;
+  image files that are missing, damaged or of another size than the JSON says, file names
+  that are absolute or lead out of ``images/{set_name}/``, and boxes that are not four finite
+  numbers, have a negative size or lie entirely outside the image;
 - fixes are applied by the data loader and only counted: boxes partly outside the image are
   clipped to it, boxes under 1 px wide or high after clipping are skipped, and crowd regions
   (``iscrowd=1``) are skipped from training.
@@ -30,7 +31,7 @@ from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetR
 from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
 __all__ = ["ERROR_KINDS", "FIX_KINDS", "MAX_JSON_BYTES", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
-           "Problem", "check_box", "check_dataset", "sanitize_box", "validate_or_raise"]
+           "Problem", "check_box", "check_coco_dict", "check_dataset", "sanitize_box", "validate_or_raise"]
 
 MIN_BOX_SIZE = 1.0  # pixels, after clipping; smaller boxes are skipped
 # A dataset JSON larger than this is refused before parsing (COCO's train2017 is about 450 MiB).
@@ -88,6 +89,18 @@ def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYT
     data = _load_json(json_path, max_json_bytes, report)
     if data is None:
         return report
+    images = check_coco_dict(data, report)
+    if check_images and images:
+        _check_image_files(os.path.join(root, "images", set_name), images, report, num_threads)
+    return report
+
+
+def check_coco_dict(data, report):
+    """Check a parsed COCO dict's lists and entries into ``report`` (no image file is read).
+
+    Returns {image id: (file_name, width, height)} of the images with a valid id, or None
+    when there is no ``images`` list.
+    """
     images = _check_image_entries(_top_level_list(data, "images", report), report)
     category_entries = _top_level_list(data, "categories", report)
     categories = _check_categories(category_entries, report)
@@ -97,9 +110,7 @@ def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYT
         _check_annotations(_top_level_list(data, "annotations", report), images, categories, report)
         if category_entries == [] and report.num_annotations:
             report.add("json_structure", "'categories' is empty but there are annotations")
-    if check_images and images:
-        _check_image_files(os.path.join(root, "images", set_name), images, report, num_threads)
-    return report
+    return images
 
 
 def validate_or_raise(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16):
@@ -130,6 +141,9 @@ def _load_json(json_path, max_json_bytes, report):
             data = json.load(file)
     except (OSError, ValueError) as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         report.add("json_invalid", f"not valid JSON: {error}")
+        return None
+    except RecursionError:  # arrays or objects nested thousands deep exhaust the parser's stack
+        report.add("json_invalid", "not valid JSON for a dataset: nested too deeply")
         return None
     if not isinstance(data, dict):
         report.add("json_structure", f"top level must be a JSON object, got {type(data).__name__}")
@@ -170,6 +184,11 @@ def _check_image_entries(entries, report):
                        f"image {image_id}: file_name must be a non-empty string, got {describe(file_name)}",
                        item_id=image_id)
             file_name = None
+        elif _leaves_image_folder(file_name):
+            report.add("image_path_outside",
+                       f"image {image_id}: file_name {short_repr(file_name)} is absolute or leaves "
+                       f"images/{report.set_name}/; names must be relative paths inside it", item_id=image_id)
+            file_name = None
         sizes = []
         for key in ("width", "height"):
             value = entry.get(key)
@@ -182,6 +201,13 @@ def _check_image_entries(entries, report):
         width, height = sizes if len(sizes) == 2 else (None, None)
         images[image_id] = _ImageEntry(file_name, width, height)
     return images
+
+
+def _leaves_image_folder(file_name):
+    """True for an absolute name, or one whose ``..`` parts climb out of the set's image folder."""
+    if os.path.isabs(file_name) or os.path.splitdrive(file_name)[0]:
+        return True
+    return os.path.normpath(file_name).split(os.sep)[0] == os.pardir
 
 
 def _check_categories(entries, report):

@@ -25,6 +25,10 @@ from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
 from retinanet.data.image_io import ImageReadError, load_image_rgb
 
 
+class DatasetLoadError(ValueError):
+    """A dataset file cannot be loaded at all (too large, nested too deeply); the message names it."""
+
+
 class CocoDetection(Dataset):
     def __init__(self, root, set_name, transform, skip_unreadable=False, max_json_bytes=MAX_JSON_BYTES):
         self.root = root
@@ -35,9 +39,12 @@ class CocoDetection(Dataset):
         self.skip_unreadable = skip_unreadable
         size = os.path.getsize(self.json_path)
         if size > max_json_bytes:
-            raise ValueError(f"{self.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
-        with open(self.json_path, "rb") as handle:
-            coco = json.load(handle)
+            raise DatasetLoadError(f"{self.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
+        try:
+            with open(self.json_path, "rb") as handle:
+                coco = json.load(handle)
+        except RecursionError:  # arrays nested thousands deep exhaust the parser's stack
+            raise DatasetLoadError(f"{self.json_path}: not valid JSON for a dataset: nested too deeply") from None
         categories = sorted(coco["categories"], key=lambda category: category["id"])
         self.label_to_category_id = [int(category["id"]) for category in categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}

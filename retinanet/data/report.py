@@ -19,6 +19,7 @@ ERROR_KINDS = {
     "empty_set": "no images in the set",
     "image_entry_invalid": "image entry with a missing or wrong field",
     "duplicate_image_id": "image id used more than once",
+    "image_path_outside": "image file_name absolute or leading out of images/{set}/",
     "category_entry_invalid": "category entry with a missing or wrong field",
     "duplicate_category_id": "category id used more than once",
     "duplicate_category_name": "category name used more than once",

@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from retinanet.data.check import DatasetReport, check_coco_dict
+
 EVALUATORS = ("faster", "pycocotools")
 
 # The 12 numbers of COCOeval.summarize(), in its order; the keys of every "stats" / "coco" dict.
@@ -51,10 +53,11 @@ class GroundTruthError(ValueError):
 
 
 def load_gt_json(path):
-    """Read the COCO instances JSON at ``path`` into a dict, checking its top-level shape.
+    """Read the COCO instances JSON at ``path`` into a dict, checked as the dataset check does.
 
     Raises GroundTruthError naming the file when it is missing, unreadable, not JSON, or
-    has no ``images`` / ``categories`` lists.
+    fails the dataset check's rules for the JSON (``data.check.check_coco_dict``: lists and
+    entries of the right types, integer ids, known references, finite boxes).
     """
     if not os.path.isfile(path):
         raise GroundTruthError(f"{path}: ground-truth file not found")
@@ -63,13 +66,18 @@ def load_gt_json(path):
             coco_dict = json.loads(handle.read())
     except OSError as error:
         raise GroundTruthError(f"{path}: cannot read ground-truth file ({error})") from error
-    except (ValueError, RecursionError) as error:
+    except ValueError as error:
         raise GroundTruthError(f"{path}: not valid JSON ({error})") from error
+    except RecursionError:  # arrays or objects nested thousands deep exhaust the parser's stack
+        raise GroundTruthError(f"{path}: not valid JSON for a ground truth: nested too deeply") from None
     if not isinstance(coco_dict, dict):
         raise GroundTruthError(f"{path}: top level must be a JSON object, got {type(coco_dict).__name__}")
-    for key in ("images", "categories"):
-        if not isinstance(coco_dict.get(key), list):
-            raise GroundTruthError(f"{path}: '{key}' must be a list")
+    report = DatasetReport(os.path.splitext(os.path.basename(path))[0], path)
+    check_coco_dict(coco_dict, report)
+    if not report.ok:
+        errors = report.errors
+        lines = [f"{path}: unusable as ground truth ({len(errors)} error{'' if len(errors) == 1 else 's'}):"]
+        raise GroundTruthError("\n".join(lines + report.lines_by_kind(errors, per_kind=5)))
     return coco_dict
 
 

@@ -12,6 +12,8 @@ Normalisation is a choice (``norm``):
 - ``bn``: ordinary trainable BatchNorm.
 - ``gn``: GroupNorm with 32 groups, independent of the batch size.
 """
+import pickle
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,43 +156,98 @@ class ResNet(nn.Module):
         return [c3, c4, c5]
 
 
+class PretrainedWeightsError(ValueError):
+    """A ``--pretrained`` file is unreadable, not a state dict of tensors, or of another ResNet."""
+
+
 def load_pretrained_backbone(backbone, path):
     """Load torchvision-layout ResNet weights from a local file into ``backbone``.
 
-    Returns (missing_keys, unexpected_keys). Raises ValueError when the file does not fit
-    the backbone's depth (shape mismatches or almost nothing in common).
+    Returns (missing_keys, unexpected_keys). Raises PretrainedWeightsError, with a one-line
+    message naming the file, when it cannot be read safely or does not fit the backbone's depth
+    (shape mismatches or almost nothing in common).
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    state = read_pretrained_state(path)
+    _check_fits(state, backbone.state_dict(), backbone.depth, path)
+    result = backbone.load_state_dict(state, strict=False)
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def check_pretrained_file(path, depth, norm="frozen_bn"):
+    """Raise PretrainedWeightsError unless ``path`` holds weights for a ResNet-``depth`` backbone.
+
+    What ``load_pretrained_backbone`` checks, without building real weights (the backbone is
+    laid out on the meta device), so a command line can be refused before a run starts.
+    """
+    state = read_pretrained_state(path)
+    with torch.device("meta"):
+        own = ResNet(depth, norm).state_dict()
+    _check_fits(state, own, depth, path)
+
+
+def read_pretrained_state(path):
+    """The state dict {name: tensor} of a weights file, ``module.`` prefixes and ``fc.*`` removed.
+
+    A checkpoint of this project (a dict with ``model``) gives its model's weights.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise PretrainedWeightsError(f"{path}: refused to load: the file holds Python objects other than tensors, "
+                                     f"or it is corrupt ({describe_load_error(error)})") from None
+    except Exception as error:  # damaged or foreign files fail in many ways (EOFError, KeyError, zip errors...)
+        raise PretrainedWeightsError(f"{path}: not a readable file of ResNet weights ({describe_load_error(error)})"
+                                     ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+        raise PretrainedWeightsError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    wrong = [key for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    if wrong:
+        raise PretrainedWeightsError(f"{path}: expected a state dict of tensors, but {len(wrong)} entries are not "
+                                     f"named tensors (e.g. {str(wrong[0])[:60]!r})")
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    own = backbone.state_dict()
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+def describe_load_error(error):
+    """Why ``torch.load(weights_only=True)`` failed, in one line, without torch's advice to retry
+    with ``weights_only=False`` (which would run whatever code the file holds)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        after = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if after and not after[0].startswith("Check the documentation"):
+            return after[0].split(" Please use `torch.serialization", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    if isinstance(error, pickle.UnpicklingError):
+        return lines[0] if lines else "not plain tensors and data"
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _check_fits(state, own, depth, path):
+    """Raise PretrainedWeightsError unless ``state`` fits ``own``, a ResNet-``depth`` state dict."""
     file_blocks, own_blocks = _blocks_per_stage(state), _blocks_per_stage(own)
     if file_blocks != own_blocks:
-        raise ValueError(
-            f"{path} does not fit a ResNet-{backbone.depth} backbone: it has {file_blocks} residual blocks per "
-            f"stage where ResNet-{backbone.depth} has {own_blocks}; pass the weights of the same depth"
+        raise PretrainedWeightsError(
+            f"{path} does not fit a ResNet-{depth} backbone: it has {file_blocks} residual blocks per "
+            f"stage where ResNet-{depth} has {own_blocks}; pass the weights of the same depth"
         )
     mismatched = [
         f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
         for key, value in state.items() if key in own and own[key].shape != value.shape
     ]
     if mismatched:
-        raise ValueError(
-            f"{path} does not fit a ResNet-{backbone.depth} backbone ({len(mismatched)} shape mismatches, "
+        raise PretrainedWeightsError(
+            f"{path} does not fit a ResNet-{depth} backbone ({len(mismatched)} shape mismatches, "
             f"e.g. {mismatched[0]}); pass the weights of the same depth"
         )
     common = [key for key in state if key in own]
     if len(common) < len(own) // 2:
-        raise ValueError(
-            f"{path} shares only {len(common)} of {len(own)} parameter names with a ResNet-{backbone.depth} "
+        raise PretrainedWeightsError(
+            f"{path} shares only {len(common)} of {len(own)} parameter names with a ResNet-{depth} "
             "backbone; it is not a torchvision-layout ResNet of this depth"
         )
-    result = backbone.load_state_dict(state, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
 
 
 def _blocks_per_stage(state):

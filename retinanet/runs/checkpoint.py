@@ -13,8 +13,10 @@ import random
 import numpy as np
 import torch
 
-from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
+from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, describe_load_error
+from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_ARG_NAMES, build_model
 from retinanet.util.io import atomic_write
+from retinanet.util.values import describe, is_finite_number, is_integer
 
 
 class CheckpointError(RuntimeError):
@@ -37,7 +39,7 @@ def load_checkpoint(path):
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects other than tensors and plain "
-            f"data, and loading it could run code, or it is corrupt ({_unpickling_reason(error)})"
+            f"data, and loading it could run code, or it is corrupt ({describe_load_error(error)})"
         ) from None
     except Exception as error:  # a damaged file fails in many ways (EOFError, KeyError, zip errors...)
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -47,27 +49,86 @@ def load_checkpoint(path):
     return checkpoint
 
 
-def _unpickling_reason(error):
-    """The line of torch's weights-only error that says what was refused (e.g. 'Trying to load
-    unsupported GLOBAL posix.system ...'), not its advice to retry with weights_only=False."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    specific = [line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue",
-                                                                "Check the documentation"))]
-    return specific[0] if specific else (lines[0] if lines else type(error).__name__)
-
-
 def model_from_checkpoint(checkpoint, path="checkpoint"):
-    """Rebuild the model from the arguments saved with it and load its weights."""
-    args = checkpoint.get("args", {})
-    missing = [name for name in MODEL_ARG_NAMES if name not in args]
-    if missing or "class_names" not in checkpoint:
-        raise CheckpointError(f"{path}: lacks the model description ({', '.join(missing) or 'class_names'})")
+    """Rebuild the model from the arguments saved with it and load its weights.
+
+    The saved description is checked first (``check_model_description``), so a damaged or
+    crafted checkpoint gives a one-line CheckpointError, not an error from inside the model code.
+    """
+    args = check_model_description(checkpoint, path)
     model = build_model(len(checkpoint["class_names"]), args)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the saved model description: {error}") from None
+    load_model_weights(model, checkpoint["model"], path)
     return model
+
+
+def check_model_description(checkpoint, path="checkpoint"):
+    """Check what a checkpoint says about its model; return its ``args`` dict.
+
+    Raises CheckpointError naming the first entry that is missing, of the wrong type or out of
+    range: ``args`` (a dict), its MODEL_ARG_NAMES (depth in RESNET_LAYOUTS, norm in NORM_CHOICES,
+    head_norm in HEAD_NORM_CHOICES, fpn_channels a positive multiple of 32, at least 64 with
+    head_norm gn, prior in (0, 1)), ``min_side`` / ``max_side`` when present (positive integers),
+    ``class_names`` (a non-empty list of strings) and ``category_ids`` when present (as many
+    integers as there are names).
+    """
+    args = checkpoint.get("args")
+    if not isinstance(args, dict):
+        reason = "no 'args' entry" if args is None else f"'args' must be a dict, got {describe(args)}"
+        raise CheckpointError(f"{path}: lacks the model description: {reason}")
+    missing = [name for name in MODEL_ARG_NAMES if name not in args]
+    if missing:
+        raise CheckpointError(f"{path}: lacks the model description ({', '.join(missing)} missing from 'args')")
+    for name, rule, follows in _model_arg_rules(args):
+        if not follows:
+            raise CheckpointError(f"{path}: saved model option {name} is {describe(args[name])}; it {rule}")
+    names = checkpoint.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"{path}: 'class_names' must be a non-empty list of strings, got {describe(names)}")
+    category_ids = checkpoint.get("category_ids")
+    if category_ids is not None and (not isinstance(category_ids, list) or len(category_ids) != len(names)
+                                     or not all(is_integer(value) for value in category_ids)):
+        raise CheckpointError(f"{path}: 'category_ids' must be a list of {len(names)} integers (one per class "
+                              f"name), got {describe(category_ids)}")
+    return args
+
+
+def _model_arg_rules(args):
+    """(name, rule as text, whether ``args`` follows it) for every checked model option."""
+    depth, norm, head_norm = args["depth"], args["norm"], args["head_norm"]
+    channels, prior = args["fpn_channels"], args["prior"]
+    rules = [
+        ("depth", f"must be one of {sorted(RESNET_LAYOUTS)}", is_integer(depth) and depth in RESNET_LAYOUTS),
+        ("norm", f"must be one of {NORM_CHOICES}", isinstance(norm, str) and norm in NORM_CHOICES),
+        ("head_norm", f"must be one of {HEAD_NORM_CHOICES}", isinstance(head_norm, str)
+         and head_norm in HEAD_NORM_CHOICES),
+        ("fpn_channels", "must be a positive multiple of 32, at least 64 with head_norm gn",
+         is_integer(channels) and channels > 0 and channels % 32 == 0 and (head_norm != "gn" or channels >= 64)),
+        ("prior", "must be a number strictly between 0 and 1", is_finite_number(prior) and 0 < prior < 1),
+    ]
+    for name in ("min_side", "max_side"):
+        if args.get(name) is not None:
+            rules.append((name, "must be a positive integer", is_integer(args[name]) and args[name] > 0))
+    return rules
+
+
+def load_model_weights(model, state_dict, path="checkpoint"):
+    """``model.load_state_dict(state_dict)``, with a one-line CheckpointError when they do not fit:
+    the first tensor of another shape (saved vs expected), else the missing or unexpected names."""
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise CheckpointError(f"{path}: 'model' must be a state dict of tensors, got {describe(state_dict)}")
+    expected = model.state_dict()
+    mismatched = [f"{name}: saved {tuple(tensor.shape)} vs expected {tuple(expected[name].shape)}"
+                  for name, tensor in state_dict.items() if name in expected and tensor.shape != expected[name].shape]
+    if mismatched:
+        raise CheckpointError(f"{path}: weights do not fit the model ({len(mismatched)} tensors of another shape, "
+                              f"first {mismatched[0]}); was it trained with another number of classes?")
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    if missing or unexpected:
+        parts = [f"{len(names)} {what} (first {names[0]})"
+                 for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise CheckpointError(f"{path}: weights do not fit the saved model description: {', '.join(parts)}")
+    model.load_state_dict(state_dict)
 
 
 def capture_rng_states():

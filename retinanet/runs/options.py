@@ -4,10 +4,11 @@ Each script builds one ``argparse`` parser from these groups (``parents=[...]``)
 means the same thing everywhere and a bad value is refused before any work starts.
 """
 import argparse
+import copy
 import os
 
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
-from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS
+from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
@@ -26,6 +27,22 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
     return value
+
+
+# Longest image sides accepted: beyond them a single resized image needs gigabytes of memory.
+MAX_MIN_SIDE = 4096
+MAX_MAX_SIDE = 8192
+MAX_SEED = 2**32 - 1  # NumPy seeds are 32-bit unsigned integers
+
+
+def int_in_range(low, high, why=""):
+    """An argparse type accepting integers from ``low`` to ``high``; ``why`` explains the bounds."""
+    def parse(text):
+        value = _parse(int, text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}{why}, got {text}")
+        return value
+    return parse
 
 
 def positive_float(text):
@@ -79,13 +96,18 @@ def device_parent():
     return parser
 
 
+def side_length(maximum):
+    """An argparse type for an image side in pixels, from 1 to ``maximum``."""
+    return int_in_range(1, maximum, " (pixels; larger images would need gigabytes of memory)")
+
+
 def image_size_parent(min_side=DEFAULT_MIN_SIDE, max_side=DEFAULT_MAX_SIDE):
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("image size")
-    group.add_argument("--min_side", type=positive_int, default=min_side,
-                       help=f"resize so the short side has this length (default: {min_side})")
-    group.add_argument("--max_side", type=positive_int, default=max_side,
-                       help=f"...unless the long side would exceed this (default: {max_side})")
+    group.add_argument("--min_side", type=side_length(MAX_MIN_SIDE), default=min_side,
+                       help=f"resize so the short side has this length, at most {MAX_MIN_SIDE} (default: {min_side})")
+    group.add_argument("--max_side", type=side_length(MAX_MAX_SIDE), default=max_side,
+                       help=f"...unless the long side would exceed this, at most {MAX_MAX_SIDE} (default: {max_side})")
     return parser
 
 
@@ -185,7 +207,8 @@ def build_train_parser(description=None):
     run.add_argument("--log_dir", default="./log", help="folder for the run's console log (default: ./log)")
     run.add_argument("--run_name", default=None,
                      help="run name (default: train_depth{D}_epochs{E}_no{N}, N the next free number)")
-    run.add_argument("--seed", type=int, default=3407, help="random seed (default: 3407)")
+    run.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=3407,
+                     help=f"random seed, 0 to {MAX_SEED} (default: 3407)")
     run.add_argument("--resume", default=None, metavar="PATH",
                      help="continue from a checkpoint (checkpoint_last.pt or checkpoint_interrupted.pt of a run)")
     run.add_argument("--eval_every", type=non_negative_int, default=1,
@@ -211,6 +234,11 @@ def check_train_args(parser, args):
     if args.fpn_channels % 32 or (args.head_norm == "gn" and args.fpn_channels < 64):
         parser.error(f"--fpn_channels {args.fpn_channels}: must be a multiple of 32, and at least 64 with "
                      "--head_norm gn (GroupNorm's 32 groups need 2 channels each)")
+    if args.pretrained and not args.resume:  # a resumed run takes its weights from the checkpoint
+        try:
+            check_pretrained_file(args.pretrained, args.depth, "frozen_bn" if args.norm == "auto" else args.norm)
+        except PretrainedWeightsError as error:
+            parser.error(f"--pretrained {error}")
 
 
 def default_milestones(epochs):
@@ -232,3 +260,87 @@ def resolve_training_args(args=None, **overrides):
     if values["norm"] == "auto":
         values["norm"] = "frozen_bn" if values["pretrained"] else "gn"
     return argparse.Namespace(**values)
+
+
+# ----- resuming: the run's saved flags, and which of them a command line may change ------------
+_NOT_GIVEN = object()
+
+# A resumed run may change how long it trains and at what rate, where and how fast it computes,
+# and how often it reports; every other flag is the run's own and must stay as it was.
+RESUME_OVERRIDABLE = frozenset({
+    "epochs", "milestones", "learning_rate", "lr_gamma", "lr_schedule", "warmup_iters", "grad_clip",
+    "workers", "device", "amp", "channels_last", "sync_bn", "eval_every", "eval_batch_size", "save_every",
+    "print_every", "evaluator", "max_skipped_images", "skip_dataset_check", "score_threshold", "nms_iou",
+    "max_detections", "output_path", "log_dir", "run_name", "resume"})
+_RESUME_FIXED_REASONS = (
+    (("depth", "norm", "head_norm", "head_init", "fpn_channels", "prior", "pretrained"), "a model option"),
+    (("coco_path", "train_set", "val_set"), "the dataset"),
+    (("min_side", "max_side"), "an image size"),
+    (("batch_size", "drop_last", "seed"), "the batch order"),
+    (("optimizer", "weight_decay", "momentum"), "the optimizer, whose state is restored"),
+    (("alpha", "gamma", "low_quality_matches"), "the loss"),
+)
+
+
+def explicit_flags(parser, argv=None):
+    """The destinations of the flags given on the command line ``argv`` (``sys.argv[1:]`` when None).
+
+    ``argv`` is parsed a second time by a copy of ``parser`` whose defaults are all a sentinel, so
+    a flag given with its default value still counts as given."""
+    probe = copy.deepcopy(parser)
+    probe.set_defaults(**{dest: _NOT_GIVEN for dest in vars(probe.parse_args([]))})
+    return {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not _NOT_GIVEN}
+
+
+def restore_resumed_args(args, given, checkpoint, checkpoint_path):
+    """train.py's flags for ``--resume``: the run's saved flags, with the flags given on the command
+    line (``given``, from ``explicit_flags``) applied where a resumed run may change them.
+
+    Returns (Namespace, override lines to print). Raises ValueError naming every refused flag."""
+    saved = checkpoint.get("args")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{checkpoint_path}: holds no saved flags ('args'), so its run cannot be continued")
+    values = vars(build_train_parser().parse_args([]))
+    values.update({name: _saved_value(name, value) for name, value in saved.items() if name in values})
+    values["run_name"] = saved.get("run_name")
+    run_folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    if values["run_name"] and os.path.basename(run_folder) == values["run_name"]:
+        values["output_path"] = os.path.dirname(run_folder)  # the run continues where its checkpoint lies
+    refused, overrides = [], []
+    for name in sorted(given):
+        new, old = getattr(args, name), values[name]
+        if name == "norm" and new == "auto":
+            new = "frozen_bn" if values["pretrained"] else "gn"
+        values[name] = new
+        if name == "resume" or new == old:
+            continue
+        if name in RESUME_OVERRIDABLE:
+            overrides.append(f"override: --{name} {_format_flag(new)} (run had {_format_flag(old)})")
+        else:
+            refused.append(f"--{name} {_format_flag(new)} (run had {_format_flag(old)}) would change {_why_fixed(name)}")
+    done = checkpoint.get("epoch", 0)
+    if isinstance(done, int) and values["epochs"] < done:
+        refused.append(f"--epochs {values['epochs']}: the run has already trained {done} epochs")
+    if refused:
+        raise ValueError(f"cannot resume {checkpoint_path} with {'; '.join(refused)}; "
+                         "leave these flags out, or start a new run")
+    return argparse.Namespace(**values), overrides
+
+
+def _saved_value(name, value):
+    if name == "amp" and isinstance(value, bool):  # checkpoints from before --amp took a value
+        return "on" if value else "off"
+    return value
+
+
+def _why_fixed(name):
+    for names, reason in _RESUME_FIXED_REASONS:
+        if name in names:
+            return reason
+    return "the run"
+
+
+def _format_flag(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return repr(value) if value == "" else str(value)

@@ -4,24 +4,52 @@ A run named ``train_depth{D}_epochs{E}_no{N}`` (N the next free number) writes
 ``{output_path}/{run}/`` (``config.json``, ``metrics.jsonl``, checkpoints, ``curves.png``) and
 ``{log_dir}/{run}.log`` (everything printed on the console, without progress bars).
 """
+import fcntl
 import json
 import os
 import re
+import shutil
 import sys
+
+import torch
 
 from retinanet.runs.checkpoint import atomic_torch_save
 from retinanet.util.io import write_json, write_text
 
 
-def next_run_name(output_path, log_dir, depth, epochs, prefix=""):
-    """``{prefix}train_depth{D}_epochs{E}_no{N}`` with N one more than any run folder or log."""
+def next_run_name(output_path, log_dir, depth, epochs, prefix="", create=False):
+    """``{prefix}train_depth{D}_epochs{E}_no{N}`` with N one more than any run folder or log.
+
+    ``create``: also create the run folder, exclusively: when another process took the name
+    between the listing and ``os.mkdir``, the next number is tried (raises OSError when
+    ``output_path`` cannot be written)."""
     prefix = f"{prefix}train_depth{depth}_epochs{epochs}_no"
     pattern = re.compile(re.escape(prefix) + r"(\d+)(\.log)?$")
     taken = [0]
     for folder in (output_path, log_dir):
         if os.path.isdir(folder):
             taken += [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
-    return f"{prefix}{max(taken) + 1}"
+    number = max(taken) + 1
+    if create:
+        os.makedirs(output_path, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(os.path.join(output_path, f"{prefix}{number}"))
+                break
+            except FileExistsError:
+                number += 1
+    return f"{prefix}{number}"
+
+
+def tensor_bytes(obj):
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
 
 
 class RunLog:
@@ -72,7 +100,15 @@ def truncate_metrics(path, last_epoch):
 
 
 class RunDirError(RuntimeError):
-    """A run folder cannot be used: it holds another run, or it cannot be written."""
+    """A run folder cannot be used: it holds another run, another live run uses it, or it cannot be written."""
+
+
+class CheckpointWriteError(RunDirError):
+    """A checkpoint could not be written (a full disk, most often); the message says where and how much."""
+
+
+# What torch.save raises when the underlying write fails (a full disk, a file-size limit).
+_TORCH_WRITE_FAILURES = ("inline_container", "file write failed", "unexpected pos")
 
 
 class RunDir:
@@ -95,7 +131,16 @@ class RunDir:
         return os.path.join(self.path, name)
 
     def holds_a_run(self):
-        return os.path.exists(self.metrics_path)
+        """True when the folder has a finished epoch or any checkpoint, which a new run must not touch."""
+        return os.path.exists(self.metrics_path) or bool(self.checkpoints())
+
+    def checkpoints(self):
+        """Names of the checkpoint files in the folder, the one to resume from first."""
+        if not os.path.isdir(self.path):
+            return []
+        names = sorted(name for name in os.listdir(self.path) if name.endswith(".pt"))
+        preferred = [name for name in ("checkpoint_interrupted.pt", "checkpoint_last.pt") if name in names]
+        return preferred + [name for name in names if name not in preferred]
 
     def check_writable(self):
         """Create the folder and write a probe file, so an unwritable place fails now, not after an epoch.
@@ -106,17 +151,76 @@ class RunDir:
             handle.write(b"0" * 4096)
         os.remove(probe)
 
-    def claim(self, resuming):
-        """Check that a new run does not land on an old one and that the folder is writable.
-        Raises RunDirError with the message to show."""
-        if not resuming and self.holds_a_run():
-            raise RunDirError(f"{self.path} already holds a run; pick another --run_name, or continue it "
-                              f"with --resume {self.file('checkpoint_last.pt')}")
+    def claim(self, resuming=False, resumed_run=None):
+        """Take the folder for this process: refuse one that holds another run (a new run, or a
+        resumed run ``resumed_run`` continued under another name) or that another live run has
+        locked, and check that it is writable. Raises RunDirError with the message to show.
+
+        The lock is ``fcntl.flock`` on ``.lock``, held until ``release``: the kernel drops it when
+        the process dies, so the lock of a crashed or killed run never blocks the next one."""
+        self._refuse_another_run(resuming, resumed_run)
         try:
-            self.check_writable()
+            os.makedirs(self.path, exist_ok=True)
+            self._lock()
         except OSError as error:
             raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
                               f"{error.strerror or error}") from None
+        try:
+            self._refuse_another_run(resuming, resumed_run)  # again, now that no other run can start here
+            self.check_writable()
+        except OSError as error:
+            self.release()
+            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
+                              f"{error.strerror or error}") from None
+        except RunDirError:
+            self.release()
+            raise
+
+    def _refuse_another_run(self, resuming, resumed_run):
+        if not self.holds_a_run() or (resuming and resumed_run in (None, self.name)):
+            return
+        checkpoints = self.checkpoints()
+        how = (f"continue it with --resume {self.file(checkpoints[0])}" if checkpoints
+               else "remove the folder if it is no longer needed")
+        if resuming:
+            raise RunDirError(f"{self.path} already holds another run ({self.name}), and continuing {resumed_run} "
+                              f"there would overwrite its files; pick a --run_name that is not taken")
+        raise RunDirError(f"{self.path} already holds a run; pick another --run_name, or {how}")
+
+    def _lock(self):
+        """Lock ``.lock`` without waiting; RunDirError naming the folder when another live run holds it."""
+        path = self.file(".lock")
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(descriptor, 32).decode("ascii", "replace").strip()
+                os.close(descriptor)
+                raise RunDirError(f"{self.path} is in use by another run that is still going"
+                                  f"{f' (pid {owner})' if owner else ''}; wait for it to end or pick another "
+                                  "--run_name") from None
+            try:
+                same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:  # else the holder removed the file as it released it: lock the new one
+                break
+            os.close(descriptor)
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_descriptor = descriptor
+
+    def release(self):
+        """Give the folder up (the end of the run); harmless when it was never claimed."""
+        descriptor, self._lock_descriptor = getattr(self, "_lock_descriptor", None), None
+        if descriptor is None:
+            return
+        try:
+            os.remove(self.file(".lock"))
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
 
     def open_log(self):
         return RunLog(self.log_path)
@@ -141,10 +245,32 @@ class RunDir:
         plot_run_curves(self.read_metrics(), self.curves_path, title=self.name)
 
     def save_checkpoint(self, state, name):
-        """Write a checkpoint atomically into the run folder; returns its path."""
+        """Write a checkpoint atomically into the run folder; returns its path.
+
+        A failed write (a full disk) leaves the previous file intact and raises
+        CheckpointWriteError saying where, how much the checkpoint needs and what is left."""
         path = self.file(name)
-        atomic_torch_save(state, path)
+        try:
+            atomic_torch_save(state, path)
+        except OSError as error:
+            raise CheckpointWriteError(self._write_failure(path, state, error.strerror or str(error))) from None
+        except RuntimeError as error:
+            if not any(marker in str(error) for marker in _TORCH_WRITE_FAILURES):
+                raise
+            raise CheckpointWriteError(self._write_failure(path, state, "the write failed")) from None
         return path
+
+    def _write_failure(self, path, state, reason):
+        try:
+            free = f", {shutil.disk_usage(self.path).free / 1e6:.0f} MB free"
+        except OSError:
+            free = ""
+        previous = [name for name in self.checkpoints() if name in ("checkpoint_last.pt", "checkpoint_interrupted.pt")]
+        advice = (f"; the previous {previous[0]} is intact: free some space, then continue with "
+                  f"--resume {self.file(previous[0])}" if previous
+                  else "; no checkpoint of this run was saved before: free some space and start it again")
+        return (f"could not save {path}: the disk is full or the write failed ({reason}) in {self.path}; the "
+                f"checkpoint needs about {tensor_bytes(state) / 1e6:.0f} MB{free}{advice}")
 
     def remove(self, name):
         if os.path.exists(self.file(name)):

@@ -4,8 +4,8 @@
 files belong to a ``RunDir``, and the building blocks are the small functions below.
 """
 import os
-import signal
-import threading
+import re
+import sys
 import time
 
 import torch
@@ -21,9 +21,11 @@ from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
 from retinanet.optim import build_lr_scheduler, build_optimizer
-from retinanet.runs.checkpoint import capture_rng_states, model_from_checkpoint, restore_rng_states
+from retinanet.runs.checkpoint import (capture_rng_states, load_model_weights, model_from_checkpoint,
+                                       restore_rng_states)
 from retinanet.runs.options import resolve_training_args
-from retinanet.runs.run_dir import RunDir, RunDirError, next_run_name
+from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
+from retinanet.runs.signals import StopRequest
 from retinanet.util import distributed
 from retinanet.util.device import choose_precision, resolve_device
 
@@ -46,9 +48,9 @@ class Trainer:
             check_datasets(args)
         self.train_set, self.train_loader, self.val_loader = build_data(args, device, self.rank, self.world_size)
         if resume_state is not None:
-            check_resumable(args, resume_state)
-        self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state))
-        self.log = self._open_run(resuming=resume_state is not None)
+            check_resumable(args, resume_state, self.train_set)
+        self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
+        self.log = self._open_run(resume_state)
         self.model_without_ddp, self.model = build_training_model(self.train_set.num_classes, args, device,
                                                                   self.world_size, self.log)
         self.criterion = RetinaNetLoss(args.alpha, args.gamma, low_quality_matches=args.low_quality_matches)
@@ -62,17 +64,19 @@ class Trainer:
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
         self.loss_history = list(state.get("loss_history", []))
         self.progress = EpochProgress.from_dict(state.get("partial_epoch"))
+        self.epochs_done = self.start_epoch
         start_iteration = self._load_resume_state(state) if resume_state is not None else 0
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
         self.stop = StopRequest()
         self.fit_started = None
 
-    def _open_run(self, resuming):
+    def _open_run(self, resume_state):
         """Claim the run folder and start its log (main process); other processes just print."""
         if not self.is_main:
             return print
+        resumed_run = resume_state["args"].get("run_name") if resume_state is not None else None
         try:
-            self.run.claim(resuming)
+            self.run.claim(resuming=resume_state is not None, resumed_run=resumed_run)
         except RunDirError as error:
             raise SystemExit(f"error: {error}") from None
         log = self.run.open_log()
@@ -89,7 +93,7 @@ class Trainer:
 
         The schedule itself comes from this command's flags, so a run can be extended (--epochs,
         --milestones) or continued at a lower --learning_rate."""
-        self.model_without_ddp.load_state_dict(state["model"])
+        load_model_weights(self.model_without_ddp, state["model"], self.args.resume)
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["initial_lr"] = self.args.learning_rate
@@ -105,18 +109,21 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
-        started = self.fit_started = time.perf_counter()
-        epoch = self.start_epoch
         try:
-            with self.stop.on_ctrl_c():
+            self._fit()
+        except CheckpointWriteError as error:
+            raise SystemExit(f"error: {error}") from None
+
+    def _fit(self):
+        started = self.fit_started = time.perf_counter()
+        try:
+            with self.stop.on_stop_signals():
                 for epoch in range(self.start_epoch, self.args.epochs):
                     self._train_epoch(epoch)
-        except KeyboardInterrupt:
-            self._save_interrupted(epoch, "interrupted by Ctrl-C")
-            raise SystemExit(130)
-        except (NonFiniteLossError, TooManySkippedImagesError) as error:
-            self._save_interrupted(epoch, str(error))
-            raise SystemExit(f"error: {error}")
+        except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError) as error:
+            reason, exit_value = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
+            self._save_interrupted(reason, diverged=isinstance(error, NonFiniteLossError))
+            raise SystemExit(exit_value) from None
         if self.is_main:
             self._finish(time.perf_counter() - started)
 
@@ -124,8 +131,6 @@ class Trainer:
         args = self.args
         sampler = self.train_loader.batch_sampler
         sampler.set_epoch(epoch)
-        if epoch != self.start_epoch:
-            self.progress = EpochProgress()
         sampler.skip_batches = self.progress.steps
         record = {"epoch": epoch + 1, **train_one_epoch(
             self.model, self.criterion, self.optimizer, self.lr_scheduler, self.train_loader, epoch=epoch + 1,
@@ -133,10 +138,15 @@ class Trainer:
             max_skipped_images=args.max_skipped_images, print_every=args.print_every, log=self.log,
             should_stop=self.stop.requested)}
         self.loss_history.append(record["loss"])
+        self.epochs_done, self.progress = epoch + 1, EpochProgress()
         last = epoch + 1 == args.epochs
         if self.val_loader is not None and (last or (args.eval_every and (epoch + 1) % args.eval_every == 0)):
+            if self.is_main:  # the epoch's work is kept even if the evaluation fails
+                self._save_checkpoints(epoch + 1, is_best=False)
+            stats = {}
             _, evaluation = evaluate(self.model_without_ddp, self.val_loader, postprocessor=self.postprocessor,
-                                     device_config=self.device_config, evaluator=args.evaluator)
+                                     device_config=self.device_config, evaluator=args.evaluator, stats=stats)
+            record["val_skipped_images"] = stats["skipped_images"]
             if evaluation is not None:
                 record["coco"] = evaluation["stats"]
                 if self.best_metric is None or evaluation["stats"]["AP"] > self.best_metric:
@@ -176,13 +186,21 @@ class Trainer:
             self.run.save_checkpoint(state, f"checkpoint_epoch{epoch}.pt")
         self.run.remove("checkpoint_interrupted.pt")
 
-    def _save_interrupted(self, epoch, reason):
+    def _save_interrupted(self, reason, diverged=False):
+        """Save checkpoint_interrupted.pt (the finished epochs and the steps of the current one) and
+        say how to continue; after a non-finite loss, from the last good checkpoint at a lower rate."""
         if not self.is_main:
             return
         partial = self.progress.as_dict() if self.progress.steps else None
-        path = self.run.save_checkpoint(self._state(epoch, partial), "checkpoint_interrupted.pt")
-        self.log(f"{reason}; saved a resumable checkpoint: {path}\n"
-                 f"continue with: python train.py --resume {path} [same flags]")
+        try:
+            path = self.run.save_checkpoint(self._state(self.epochs_done, partial), "checkpoint_interrupted.pt")
+        except CheckpointWriteError as error:
+            raise CheckpointWriteError(f"{reason}; {error}") from None
+        if diverged:
+            self.log(f"{reason}\nsaved the state at the failure for inspection (its weights may have diverged): "
+                     f"{path}\n{divergence_advice(self.run.file('checkpoint_last.pt'), self.args.learning_rate)}")
+        else:
+            self.log(f"{reason}; saved a resumable checkpoint: {path}\ncontinue with: python train.py --resume {path}")
 
     def _finish(self, seconds):
         final_path = self.run.save_checkpoint(self._state(self.args.epochs), "model_final.pt")
@@ -200,42 +218,40 @@ class Trainer:
     def close(self):
         if self.log is not print:
             self.log.close()
+            self.run.release()
         distributed.cleanup()
 
 
 # ----- building blocks ------------------------------------------------------------------------
-class StopRequest:
-    """First Ctrl-C: finish the current step, save, exit. A second one stops at once."""
-
-    def __init__(self):
-        self._requested = False
-
-    def requested(self):
-        return self._requested
-
-    def _handle(self, signum, frame):
-        if self._requested:
-            raise KeyboardInterrupt
-        self._requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop now)", flush=True)
-
-    def on_ctrl_c(self):
-        """Context manager installing the handler (only the main thread may install signal handlers)."""
-        return _SignalHandler(signal.SIGINT, self._handle)
+# torch's message when a DataLoader worker dies of a signal (SIGKILL from the out-of-memory killer).
+WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: ?([^\n.]*)")
 
 
-class _SignalHandler:
-    def __init__(self, signum, handler):
-        self.signum, self.handler, self.previous = signum, handler, None
+def why_stopped(error, stop, args, run_path):
+    """(reason for the log, SystemExit value) of an error that ends training with a checkpoint;
+    any other error is raised again."""
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted by {stop.signal_name or 'Ctrl-C'}", stop.exit_code()
+    if isinstance(error, (NonFiniteLossError, TooManySkippedImagesError)):
+        return str(error), f"error: {error}"
+    killed = WORKER_KILLED.search(str(error))
+    if killed is None:
+        raise error
+    if stop.requested():  # the stop signal reached the workers too
+        return f"interrupted by {stop.signal_name}", stop.exit_code()
+    reason = f"a data-loading worker was killed by signal {killed.group(1)}"
+    return reason, (f"error: {reason}, most often by the system running out of memory; saved a resumable "
+                    f"checkpoint in {run_path}; try fewer --workers (now {args.workers}) or a smaller --batch_size "
+                    f"(now {args.batch_size})")
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(self.signum, self.handler)
 
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(self.signum, self.previous)
-
+def divergence_advice(last_good, learning_rate):
+    """How to go on after a non-finite loss: from the last good checkpoint at a tenth of the rate."""
+    lower = f"{learning_rate / 10:.3g}"
+    if os.path.exists(last_good):
+        return f"continue from the last good checkpoint at a lower rate: python train.py --resume {last_good} " \
+               f"--learning_rate {lower}"
+    return f"no epoch finished before it: start again with a lower --learning_rate (e.g. {lower})"
 
 def _resolve_device(name):
     try:
@@ -244,10 +260,17 @@ def _resolve_device(name):
         raise SystemExit(f"error: --device: {error}") from None
 
 
-def _run_name(args, resume_state):
-    """--run_name, else the resumed run's name, else the next free automatic name."""
+def _run_name(args, resume_state, create):
+    """--run_name, else the resumed run's name, else the next free automatic name (its folder
+    created at once when ``create``, so that two runs starting together cannot take the same one)."""
     saved = resume_state["args"].get("run_name") if resume_state is not None else None
-    return args.run_name or saved or next_run_name(args.output_path, args.log_dir, args.depth, args.epochs)
+    if args.run_name or saved:
+        return args.run_name or saved
+    try:
+        return next_run_name(args.output_path, args.log_dir, args.depth, args.epochs, create=create)
+    except OSError as error:
+        raise SystemExit(f"error: cannot write the run folder in {args.output_path} (--output_path): "
+                         f"{error.strerror or error}") from None
 
 
 def check_datasets(args):
@@ -271,21 +294,34 @@ def build_data(args, device, rank, world_size):
     train_loader = build_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=args.drop_last,
                                 seed=args.seed, workers=args.workers, pin_memory=pin_memory, rank=rank,
                                 world_size=world_size)
+    if not train_set.has_annotations:
+        print(f"error: {train_set.json_path}: no boxes to train on (no 'annotations', or an empty list)",
+              file=sys.stderr)
+        raise SystemExit(2)
     if len(train_loader) == 0:
         raise SystemExit(f"error: {train_set.json_path}: no full batch of {args.batch_size} images "
                          "(lower --batch_size or drop --drop_last)")
     val_loader = None
     if _has_val_set(args):
-        val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side))
+        val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side),
+                                skip_unreadable=True)
+        if not val_set.has_annotations:
+            print(f"warning: {val_set.json_path} has no annotations: evaluation disabled", file=sys.stderr)
+            return train_set, train_loader, None
         val_loader = build_loader(val_set, batch_size=args.eval_batch_size, seed=args.seed,
                                   workers=min(args.workers, 2), pin_memory=pin_memory, rank=rank,
                                   world_size=world_size)
     return train_set, train_loader, val_loader
 
 
-def check_resumable(args, state):
-    """Refuse a checkpoint of another model before anything is written."""
+def check_resumable(args, state, train_set):
+    """Refuse a checkpoint of another model or of other classes before anything is written."""
     saved = state.get("args", {})
+    for key, current in (("class_names", list(train_set.class_names)),
+                         ("category_ids", list(train_set.label_to_category_id))):
+        if key in state and list(state[key]) != current:
+            raise SystemExit(f"error: {train_set.json_path} has {key} {current}, but {args.resume or 'the checkpoint'} "
+                             f"was trained on {list(state[key])}; resume on the run's own dataset, or start a new run")
     different = [f"--{name} {saved.get(name)} (checkpoint) vs {getattr(args, name)}" for name in MODEL_ARG_NAMES
                  if name in saved and saved[name] != getattr(args, name)]
     if different:
@@ -325,4 +361,6 @@ def format_epoch_line(record, epochs):
             f"{record['images_per_second']:.1f} img/s")
     if "coco" in record:
         line += f", val AP {record['coco']['AP']:.4f} AP50 {record['coco']['AP50']:.4f}"
+    if record.get("val_skipped_images"):
+        line += f", {record['val_skipped_images']} val images skipped (could not be decoded)"
     return line

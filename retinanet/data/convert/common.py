@@ -5,6 +5,8 @@ to one box or one image go to the ``ProblemLog`` and the box or image is skipped
 that cannot be converted at all raises ``ConversionError``. Image sizes are read by
 ``image_io.read_image_size``, the rule the data loader decodes by (EXIF orientation applied).
 """
+import csv
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -43,6 +45,36 @@ class ProblemLog(ProblemReport):
     """Problems met while reading the input, in the order found. Each Problem's ``file`` is
     where it is, as messages name it (``a.xml``, ``a.xml: object 2 ('dog')``, ``train.csv:4 (...)``)."""
     kinds = PROBLEM_KINDS
+
+
+def read_utf8_text(path, what):
+    """The text of a UTF-8 file (a leading byte-order mark is dropped); ConversionError naming the
+    file and line when it cannot be read or is not UTF-8. ``what`` names the file in messages."""
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConversionError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+    try:
+        return data.decode('utf-8-sig')
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b'\n') + 1
+        raise ConversionError(f"{path}:{line}: the {what} is not UTF-8 text (byte {data[error.start]:#04x}); "
+                              f"save it as UTF-8") from None
+
+
+def csv_rows(path, what):
+    """Yield (line number, row) of a UTF-8 CSV file; ConversionError naming the file and line for
+    text that is not UTF-8 or that the csv module refuses (a field over its size limit, a stray NUL)."""
+    reader = csv.reader(io.StringIO(read_utf8_text(path, what), newline=''))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ConversionError(f"{path}:{reader.line_num}: the {what} is not readable CSV ({error})") from None
+        yield reader.line_num, row
 
 
 def read_size_or_report(image_path, where, problems):

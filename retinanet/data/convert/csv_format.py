@@ -1,10 +1,10 @@
 """CSV to COCO: a class file of ``class_name,id`` lines, and one annotation file per set."""
-import csv
 import os
 
-from retinanet.data.convert.common import (ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers,
-                                          read_size_or_report)
+from retinanet.data.convert.common import (ConversionError, ImageRecord, ProblemLog, clip_box, csv_rows,
+                                          parse_numbers, read_size_or_report)
 from retinanet.data.convert.writer import write_dataset
+from retinanet.util.values import short_repr
 
 
 def convert_csv(annotations, classes_file, output, copy=False, force=False):
@@ -30,22 +30,20 @@ def read_csv_classes(classes_file):
     if not os.path.isfile(classes_file):
         raise ConversionError(f"{classes_file}: class file not found")
     by_id = {}
-    with open(classes_file, newline='', encoding='utf-8-sig') as handle:
-        reader = csv.reader(handle)
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{classes_file}:{reader.line_num}"
-            if len(row) != 2 or not row[0]:
-                raise ConversionError(f"{where}: expected 'class_name,id', got {row}")
-            try:
-                class_id = int(row[1])
-            except ValueError:
-                raise ConversionError(f"{where}: class id {row[1]!r} is not an integer") from None
-            if class_id < 0 or class_id in by_id or row[0] in by_id.values():
-                raise ConversionError(f"{where}: class {row[0]!r} id {class_id}: ids must be unique and "
-                                      f">= 0 and names unique")
-            by_id[class_id] = row[0]
+    for line_number, row in csv_rows(classes_file, 'class file'):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{classes_file}:{line_number}"
+        if len(row) != 2 or not row[0]:
+            raise ConversionError(f"{where}: expected 'class_name,id', got {short_repr(row)}")
+        try:
+            class_id = int(row[1])
+        except ValueError:
+            raise ConversionError(f"{where}: class id {row[1]!r} is not an integer") from None
+        if class_id < 0 or class_id in by_id or row[0] in by_id.values():
+            raise ConversionError(f"{where}: class {row[0]!r} id {class_id}: ids must be unique and "
+                                  f">= 0 and names unique")
+        by_id[class_id] = row[0]
     if not by_id:
         raise ConversionError(f"{classes_file}: no classes")
     return [(class_id + 1, by_id[class_id]) for class_id in sorted(by_id)]
@@ -57,16 +55,14 @@ def _csv_records(set_name, csv_path, category_ids, problems):
         raise ConversionError(f"{csv_path}: annotation file for set '{set_name}' not found")
     base_dir = os.path.dirname(os.path.abspath(csv_path))
     lines_by_image = {}  # absolute image path -> [(line number, x1, y1, x2, y2, class_name)]
-    with open(csv_path, newline='', encoding='utf-8-sig') as handle:
-        reader = csv.reader(handle)
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != 6 or not row[0]:
-                raise ConversionError(f"{csv_path}:{reader.line_num}: expected "
-                                      f"'path,x1,y1,x2,y2,class_name', got {row}")
-            image_path = os.path.normpath(os.path.join(base_dir, row[0]))  # join keeps absolute paths
-            lines_by_image.setdefault(image_path, []).append((reader.line_num, *row[1:]))
+    for line_number, row in csv_rows(csv_path, 'annotation file'):
+        if not row:
+            continue
+        if len(row) != 6 or not row[0]:
+            raise ConversionError(f"{csv_path}:{line_number}: expected 'path,x1,y1,x2,y2,class_name', "
+                                  f"got {short_repr(row)}")
+        image_path = os.path.normpath(os.path.join(base_dir, row[0]))  # join keeps absolute paths
+        lines_by_image.setdefault(image_path, []).append((line_number, *row[1:]))
     if not lines_by_image:
         raise ConversionError(f"{csv_path}: no annotation lines")
     records = []

@@ -2,12 +2,14 @@
 import math
 import os
 import random
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, parse as parse_xml
+
 from retinanet.data.convert.common import (ConversionError, ImageRecord, ProblemLog, clip_box, parse_numbers,
-                                          read_size_or_report)
+                                          read_size_or_report, read_utf8_text)
 from retinanet.data.convert.writer import write_dataset
 from retinanet.data.image_io import IMAGE_EXTENSIONS
 
@@ -56,7 +58,7 @@ def convert_voc(voc_root, output, sets=None, split_ratio=None, seed=3407, classe
     images_by_stem = _list_images(images_dir)
     splits = _voc_splits(voc_root, xml_stems, sets, split_ratio, seed)
     load_annotation = _cached_voc_loader(annotations_dir)
-    class_names = _check_class_names(classes) if classes else _voc_class_names(xml_stems, load_annotation)
+    class_names = _check_class_names(classes) if classes else _voc_class_names(annotations_dir, xml_stems, load_annotation)
     category_ids = {name: index for index, name in enumerate(class_names, 1)}
 
     problems = ProblemLog()
@@ -116,8 +118,8 @@ def _voc_splits(voc_root, xml_stems, sets, split_ratio, seed):
         path = os.path.join(split_dir, name + '.txt')
         if not os.path.isfile(path):
             raise ConversionError(f"{path}: split file for set '{name}' not found")
-        with open(path, encoding='utf-8') as split_file:
-            splits[name] = [line.split()[0] for line in split_file if line.strip()]
+        text = read_utf8_text(path, f"split file of set '{name}'")
+        splits[name] = [line.split()[0] for line in text.splitlines() if line.strip()]
     return splits
 
 
@@ -144,22 +146,31 @@ def split_by_ratio(image_ids, ratios, seed):
 
 
 def _cached_voc_loader(annotations_dir):
-    """Return load(image_id) -> VocAnnotation, or the parse error text for a broken XML."""
+    """Return load(image_id) -> VocAnnotation, or the text saying why the XML cannot be used."""
     cache = {}
 
     def load(image_id):
         if image_id not in cache:
             try:
                 cache[image_id] = _parse_voc_xml(os.path.join(annotations_dir, image_id + '.xml'))
-            except ElementTree.ParseError as error:
+            except ParseError as error:
                 cache[image_id] = f"not valid XML ({error})"
+            except LookupError as error:  # an encoding Python does not know
+                cache[image_id] = f"not readable XML ({error})"
+            except DefusedXmlException as error:  # entity declarations, external references
+                cache[image_id] = f"refused: the XML declares entities or external references ({error!r})"
+            except OSError as error:  # a folder named like an XML file, or no permission to read it
+                cache[image_id] = f"cannot be read ({error.strerror or error})"
         return cache[image_id]
     return load
 
 
 def _parse_voc_xml(xml_path):
-    """Read the fields the converter uses; <path> is ignored (it names the annotator's machine)."""
-    root = ElementTree.parse(xml_path).getroot()
+    """Read the fields the converter uses; <path> is ignored (it names the annotator's machine).
+
+    defusedxml parses, so entity expansion ("billion laughs") and external references are refused.
+    """
+    root = parse_xml(xml_path).getroot()
     size = None
     try:
         size = (int(float(root.findtext('size/width'))), int(float(root.findtext('size/height'))))
@@ -175,15 +186,19 @@ def _parse_voc_xml(xml_path):
     return VocAnnotation(filename=(root.findtext('filename') or '').strip(), size=size, objects=objects)
 
 
-def _voc_class_names(xml_stems, load_annotation):
+def _voc_class_names(annotations_dir, xml_stems, load_annotation):
     """Every object name in the readable XMLs, sorted."""
-    names = set()
+    names, unreadable = set(), []
     for stem in xml_stems:
         annotation = load_annotation(stem)
         if isinstance(annotation, VocAnnotation):
             names.update(obj.name for obj in annotation.objects if obj.name)
+        else:
+            unreadable.append(f"{os.path.join(annotations_dir, stem + '.xml')}: {annotation}")
     if not names:
-        raise ConversionError("no <object><name> found in any annotation file")
+        shown = "".join(f"\n  {line}" for line in unreadable[:10])
+        raise ConversionError(f"{annotations_dir}: no <object><name> found in any annotation file"
+                              + (f"; {len(unreadable)} cannot be used:{shown}" if unreadable else ""))
     return sorted(names)
 
 
@@ -198,7 +213,7 @@ def _check_class_names(classes):
 def _voc_record(voc_root, image_id, load_annotation, images_by_stem, category_ids, difficult, problems):
     """Build the ImageRecord of one VOC image (None when skipped) and count its difficult objects."""
     xml_path = os.path.join(voc_root, 'Annotations', image_id + '.xml')
-    if not os.path.isfile(xml_path):
+    if not os.path.exists(xml_path):
         problems.add('missing_annotation', "not found", file=xml_path)
         return None, 0
     annotation = load_annotation(image_id)

@@ -3,7 +3,7 @@ import os
 import shutil
 
 from retinanet.data.convert.common import ConversionError, stable_number
-from retinanet.util.io import write_json
+from retinanet.util.io import atomic_write, write_json
 
 
 def write_dataset(output, records_by_set, categories, source, copy, force, problems):
@@ -17,8 +17,8 @@ def write_dataset(output, records_by_set, categories, source, copy, force, probl
         if set_name in ('', '.', '..') or '/' in set_name or os.sep in set_name:
             raise ConversionError(f"set name {set_name!r} cannot be used as a file name")
         if not records:
-            raise ConversionError(f"set '{set_name}': no usable images "
-                                  f"(problems: {problems.count_by_kind() or 'none'})")
+            summary = f"set '{set_name}': no usable images (problems: {problems.count_by_kind() or 'none'})"
+            raise ConversionError("\n  ".join([summary] + problems.lines_in_order(limit=10, indent="")))
         _check_unique_file_names(set_name, records)
     _check_overwrite(output, records_by_set, force)
     for set_name, records in records_by_set.items():
@@ -68,16 +68,23 @@ def _check_overwrite(output, records_by_set, force):
 
 
 def _place_images(records, images_dir, copy):
-    """Link (absolute target) or copy each source image into ``images_dir``."""
+    """Link (absolute target) or copy each source image into ``images_dir``.
+
+    Copies are written atomically (``util.io.atomic_write``): an interrupted or failed copy leaves
+    the previous file, never half an image.
+    """
     os.makedirs(images_dir, exist_ok=True)
     for record in records:
         destination = os.path.join(images_dir, os.path.basename(record.source_path))
         if os.path.lexists(destination):
             if not os.path.islink(destination) and os.path.samefile(destination, record.source_path):
                 continue  # the source image already lives in the output folder
-            os.remove(destination)
+            if not copy:
+                os.remove(destination)
         if copy:
-            shutil.copy2(record.source_path, destination)
+            with open(record.source_path, 'rb') as source, atomic_write(destination, 'wb') as target:
+                shutil.copyfileobj(source, target)
+            shutil.copystat(record.source_path, destination)  # keep the times, as shutil.copy2 does
         else:
             os.symlink(os.path.abspath(record.source_path), destination)
 
