@@ -99,6 +99,7 @@ def run_original(data, seed, args):
     depth = args.budget[args.budget.index("--depth") + 1]
     if not os.path.exists(log_path) or "epoch_loss_list" not in open(log_path, encoding="utf-8").read():
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        os.makedirs(os.path.join(args.work_dir, "original_output"), exist_ok=True)  # it creates only the last level
         started = time.perf_counter()
         with open(log_path, "w", encoding="utf-8") as log:
             subprocess.run([sys.executable, "train.py", "--coco_path", os.path.abspath(data), "--depth", depth,
