@@ -15,7 +15,6 @@ from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
 from retinanet.detector import Detector
-from retinanet.engine import evaluate
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
@@ -71,8 +70,7 @@ def main(argv=None):
     postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
     started = time.perf_counter()
     stats = {}
-    results, evaluation = evaluate(detector.model, loader, postprocessor=postprocessor,
-                                   device_config=detector.device_config, evaluator=args.evaluator, stats=stats)
+    results, evaluation = detector.evaluate(loader, postprocessor, evaluator=args.evaluator, stats=stats)
     seconds = time.perf_counter() - started
     if stats["skipped_images"]:
         print(f"warning: {stats['skipped_images']} of {len(dataset)} images of {dataset.json_path} could not be "

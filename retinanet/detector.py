@@ -93,10 +93,11 @@ class Detector:
         return predict(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
                        label_to_category_id=self.category_ids)
 
-    def evaluate(self, loader, postprocessor, evaluator="faster"):
-        """(COCO results, evaluation dict or None) on a COCO set's loader; see ``engine.evaluate``."""
+    def evaluate(self, loader, postprocessor, evaluator="faster", stats=None):
+        """(COCO results, evaluation dict or None) on a COCO set's loader; ``stats`` (a dict) receives
+        ``skipped_images``. See ``engine.evaluate``."""
         return evaluate(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
-                        evaluator=evaluator)
+                        evaluator=evaluator, stats=stats)
 
     def _as_numpy(self, detection):
         labels = detection["labels"].cpu().numpy().astype(np.int64)
