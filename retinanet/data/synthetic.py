@@ -49,8 +49,7 @@ IMAGE_NAME_PATTERN = re.compile(r"^\d{6}\.png$")
 
 @dataclasses.dataclass(frozen=True)
 class Style:
-    """What the generated images hold. The default is the repository's demo set; the other
-    presets in ``STYLES`` give data of a different character for the recipe benchmark.
+    """What the generated images hold: the demo set by default, data of another character in ``STYLES``.
 
     classes: shape names, category ids 1..K in this order; min_object_size / max_object_size:
     the box's longest side in pixels (the maximum also capped at ``max_object_fraction`` of
@@ -117,8 +116,7 @@ def _unit_shape(rng, class_name):
     return _extra_shape(rng, class_name)
 
 
-def _extra_shape(rng, class_name):
-    """The shapes that only the ten-class style uses."""
+def _extra_shape(rng, class_name):  # the shapes only the ten-class style uses
     if class_name == "diamond":
         half_width = rng.uniform(0.45, 0.7)
         return [np.array([[0, -1], [half_width, 0], [0, 1], [-half_width, 0]])], rng.uniform(-0.3, 0.3)

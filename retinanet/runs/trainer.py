@@ -89,23 +89,14 @@ class Trainer:
         return log
 
     def _load_resume_state(self, state):
-        """Load weights, optimizer, scaler and RNG states; returns the iteration to continue the schedule at.
-
-        The schedule itself comes from this command's flags, so a run can be extended (--epochs,
-        --milestones) or continued at a lower --learning_rate."""
-        load_model_weights(self.model_without_ddp, state["model"], self.args.resume)
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.args.learning_rate
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if "rng_states" in state:
-            restore_rng_states(state["rng_states"])
+        """Load weights, optimizer, scaler and RNG states; returns the iteration to continue the schedule at."""
+        start_iteration = restore_training_state(state, self.model_without_ddp, self.optimizer, self.scaler,
+                                                 self.args.learning_rate, self.args.resume)
         if self.is_main:
             self.run.truncate_metrics(self.start_epoch)
         self.log(f"resumed from {self.args.resume}: {self.start_epoch} epochs done"
                  + (f", {self.progress.steps} steps into epoch {self.start_epoch + 1}" if self.progress.steps else ""))
-        return state["lr_scheduler"]["last_epoch"]
+        return start_iteration
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
@@ -312,6 +303,23 @@ def build_data(args, device, rank, world_size):
                                   workers=min(args.workers, 2), pin_memory=pin_memory, rank=rank,
                                   world_size=world_size)
     return train_set, train_loader, val_loader
+
+
+def restore_training_state(state, model, optimizer, scaler, learning_rate, path):
+    """Load a checkpoint's weights, optimizer, scaler and RNG states; return the iteration count.
+
+    The schedule itself comes from this command's flags, so a run can be extended (--epochs,
+    --milestones) or continued at a lower --learning_rate: ``initial_lr`` is set to the current
+    rate and the scheduler is positioned at the returned iteration."""
+    load_model_weights(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    for group in optimizer.param_groups:
+        group["initial_lr"] = learning_rate
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if "rng_states" in state:
+        restore_rng_states(state["rng_states"])
+    return state["lr_scheduler"]["last_epoch"]
 
 
 def check_resumable(args, state, train_set):
