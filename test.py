@@ -8,17 +8,13 @@ dataset check train.py runs first; an unusable set or checkpoint ends with exit 
 """
 import argparse
 import os
-import sys
 import time
 
-from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
-from retinanet.detector import Detector
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
-from retinanet.runs.checkpoint import CheckpointError
 from retinanet.util.io import write_json
 
 
@@ -50,18 +46,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:  # the check train.py runs, so a broken set is reported in full, not met mid-run
-        validate_or_raise(args.coco_path, args.set_name)
-    except DatasetError as error:
-        print(error.report.format(), file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        detector = Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
-                                            channels_last=args.channels_last, min_side=args.min_side,
-                                            max_side=args.max_side, expected_depth=args.depth)
-    except (CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+    options.check_set_or_exit(args.coco_path, args.set_name)
+    detector = options.load_detector_or_exit(args, min_side=args.min_side, max_side=args.max_side,
+                                             expected_depth=args.depth)
     dataset = CocoDetection(args.coco_path, args.set_name, detector.transform, skip_unreadable=True)
     if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "

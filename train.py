@@ -5,7 +5,6 @@
 Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run name>/ and the
 console output to log/<run name>.log. See README.md for every flag.
 """
-import sys
 
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
@@ -45,11 +44,9 @@ def main(argv=None):
     try:
         trainer = Trainer(args, resume_state)
     except DatasetError as error:
-        print(error.report.format(), file=sys.stderr)
-        raise SystemExit(2)
+        options.exit_with_report(error)
     except (CheckpointError, DatasetLoadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        options.fail(error)
     try:
         trainer.fit()
     finally:

@@ -18,19 +18,15 @@ than skipped, so what is drawn is always everything that was asked for.
 import argparse
 import os
 import random
-import sys
 
-from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.data.transforms import EvalTransform
-from retinanet.detector import Detector
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
-from retinanet.runs.checkpoint import CheckpointError
 from retinanet.util.io import write_json
 from retinanet.visualize import draw_detections, grid, save_png
 
@@ -69,26 +65,12 @@ def parse_args(argv=None):
     return args
 
 
-def fail(message):
-    """End with ``message`` on stderr and exit status 2 (unusable input)."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def load_detector(args):
-    try:
-        return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
-                                        channels_last=args.channels_last)
-    except (CheckpointError, ValueError) as error:
-        fail(error)
-
-
 def readable_images(paths):
     """The image files of ``paths`` (folders expanded), each checked to be a complete image."""
     try:
         files = list_images(paths)
     except ValueError as error:
-        fail(error)
+        options.fail(error)
     unreadable = []
     for path in files:
         try:
@@ -96,14 +78,14 @@ def readable_images(paths):
         except ImageReadError as error:
             unreadable.append(str(error))
     if unreadable:
-        fail(f"{len(unreadable)} of {len(files)} --images cannot be read:\n  " + "\n  ".join(unreadable))
+        options.fail(f"{len(unreadable)} of {len(files)} --images cannot be read:\n  " + "\n  ".join(unreadable))
     return files
 
 
 def predict_files(args):
     """Predictions for plain image files, written to predictions.json. Returns (items, results, names)."""
     files = readable_images(args.images)
-    detector = load_detector(args)
+    detector = options.load_detector_or_exit(args)
     loader = build_loader(ImageFiles(files, detector.transform), batch_size=args.batch_size, workers=args.workers)
     postprocessor = PostProcessor(min(args.score_threshold, DECODE_THRESHOLD), args.nms_iou,
                                   max_detections=args.max_detections)
@@ -122,19 +104,15 @@ def choose_image_ids(dataset, args):
     if args.image_ids:
         unknown = [image_id for image_id in args.image_ids if image_id not in set(ids)]
         if unknown:
-            fail(f"image ids {unknown} are not in {dataset.json_path}")
+            options.fail(f"image ids {unknown} are not in {dataset.json_path}")
         return list(args.image_ids)
     return sorted(random.Random(args.seed).sample(sorted(ids), min(args.num_images, len(ids))))
 
 
 def dataset_predictions(args):
     """Ground truth of the chosen images and their predictions (checkpoint or results file)."""
-    try:
-        validate_or_raise(args.coco_path, args.set_name)
-    except DatasetError as error:
-        print(error.report.format(), file=sys.stderr)
-        raise SystemExit(2)
-    detector = load_detector(args) if args.checkpoint_path else None
+    options.check_set_or_exit(args.coco_path, args.set_name)
+    detector = options.load_detector_or_exit(args) if args.checkpoint_path else None
     transform = detector.transform if detector else EvalTransform()
     dataset = CocoDetection(args.coco_path, args.set_name, transform)
     results = load_checked_results(args.results, dataset) if args.results and detector is None else []
@@ -159,12 +137,12 @@ def load_checked_results(path, dataset):
     try:
         results = load_results_file(path)
     except SubmissionError as error:
-        fail(error)
+        options.fail(error)
     ground_truth = {"images": dataset.images,
                     "categories": [{"id": category_id} for category_id in dataset.label_to_category_id]}
     report = check_results(results, ground_truth, gt_name=os.path.basename(dataset.json_path))
     if not report.ok:
-        fail(f"{path}: not a usable results file for {dataset.json_path}:\n{report.format()}")
+        options.fail(f"{path}: not a usable results file for {dataset.json_path}:\n{report.format()}")
     return results
 
 
@@ -181,7 +159,7 @@ def main(argv=None):
         try:
             image = load_image_rgb(path)
         except ImageReadError as error:  # checked already, so changed or damaged since
-            fail(error)
+            options.fail(error)
         pictures.append(draw_detections(image, by_image.get(image_id, []), names, ground_truth,
                                         args.layout, f"image {image_id}"))
         if not args.grid:

@@ -6,12 +6,16 @@ means the same thing everywhere and a bad value is refused before any work start
 import argparse
 import copy
 import os
+import sys
 
+from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
+from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+from retinanet.runs.checkpoint import CheckpointError
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
 
 
@@ -186,6 +190,35 @@ def check_existing_dir(parser, path, flag):
 def check_existing_file(parser, path, flag):
     if path is not None and not os.path.isfile(path):
         parser.error(f"{flag} {path}: no such file")
+
+
+# ----- ending a script on unusable input: the reason on stderr, exit status 2 -------------------
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def exit_with_report(error):
+    """End with a DatasetError's full report (every problem, with file, id and reason) and exit status 2."""
+    print(error.report.format(), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_set_or_exit(root, set_name):
+    """The dataset check train.py runs, so a broken set is reported in full, not met mid-run."""
+    try:
+        return validate_or_raise(root, set_name)
+    except DatasetError as error:
+        exit_with_report(error)
+
+
+def load_detector_or_exit(args, **overrides):
+    """``Detector.from_checkpoint`` with the device flags; a bad checkpoint ends with one line and status 2."""
+    try:
+        return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
+                                        channels_last=args.channels_last, **overrides)
+    except (CheckpointError, ValueError) as error:
+        fail(error)
 
 
 # ----- train.py's parser, and the one place its derived defaults are resolved --------------------
