@@ -78,9 +78,10 @@ def run_ours(data, recipe, seed, args):
     output = os.path.join(args.work_dir, "output")
     run_dir = os.path.join(output, name)
     if not os.path.exists(os.path.join(run_dir, "summary.json")):
-        command = [sys.executable, "train.py", "--coco_path", data, *args.budget, *RECIPES[recipe], "--seed",
-                   str(seed), "--eval_every", "0", "--print_every", "0", "--output_path", output,
-                   "--log_dir", os.path.join(args.work_dir, "log"), "--run_name", name, *args.extra]
+        command = [sys.executable, "train.py", "--coco_path", data, "--pretrained", "none", *args.budget,
+                   *RECIPES[recipe], "--seed", str(seed), "--eval_every", "0", "--print_every", "0",
+                   "--output_path", output, "--log_dir", os.path.join(args.work_dir, "log"), "--run_name", name,
+                   *args.extra]
         if os.path.exists(run_dir):  # an interrupted earlier attempt
             subprocess.run(["rm", "-rf", run_dir], check=True)
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)

@@ -1,6 +1,17 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules.
+
+No test may reach the network: weights are never downloaded (RETINANET_OFFLINE, inherited by the
+scripts the tests start), and torch's hub cache is an empty folder of the test session's, so a
+cache on the machine cannot change what ``--pretrained auto`` finds.
+"""
+import os
+import tempfile
+
 import pytest
 import torch
+
+os.environ["RETINANET_OFFLINE"] = "1"
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="retinanet-test-torch-home-")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A model and image size small enough that an epoch on a dozen images takes seconds on a CPU.
 TINY_TRAIN_FLAGS = ["--depth", "18", "--fpn_channels", "64", "--min_side", "96", "--max_side", "128",
-                    "--workers", "0", "--batch_size", "4", "--print_every", "0", "--amp", "off"]
+                    "--workers", "0", "--batch_size", "4", "--print_every", "0", "--amp", "off",
+                    "--pretrained", "none"]
 
 
 def load_script(name):

@@ -78,7 +78,9 @@ def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_shar
     from_code = resolve_training_args(Namespace(epochs=9, coco_path=str(tmp_path)))
     from_flags = train_script.parse_args(["--epochs", "9", "--coco_path", str(tmp_path)])
     assert vars(from_code) == vars(from_flags)
-    assert from_code.milestones == [6, 8] and from_code.norm == "gn" and from_code.learning_rate == 1e-4
+    assert from_code.milestones == [6, 8] and from_code.learning_rate == 1e-4
+    assert from_code.norm == "auto"  # --pretrained auto: decided when the run finds (or not) ImageNet weights
+    assert resolve_training_args(pretrained="none").norm == "gn"
     pretrained = resolve_training_args(pretrained="weights.pth", epochs=3)
     assert pretrained.norm == "frozen_bn" and pretrained.milestones == [2, 3]
     assert resolve_training_args(milestones=[1], norm="bn").milestones == [1]

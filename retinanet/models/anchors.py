@@ -1,9 +1,16 @@
 """Anchor boxes for pyramid levels P3-P7.
 
 Level ``l`` has stride ``2**l`` and base size ``4 * 2**l`` (32 on P3 ... 512 on P7); every
-location gets ``len(ratios) * len(scales)`` anchors (9 by default), centred on the cell.
-Anchors are ordered level by level, then row-major over locations, then anchor index: the
+location gets ``len(ratios) * len(scales)`` anchors (9 by default). Anchors are ordered level
+by level, then row-major over locations, then anchor index (ratio-major, then scale): the
 same order in which the heads flatten their outputs.
+
+Two layouts (``layout``):
+- ``centred``: anchors centred on each cell, at ((j + 0.5) * stride, (i + 0.5) * stride), with
+  exact sizes base * 2**(k/3).
+- ``torchvision``: what torchvision's RetinaNets use, so that their weights predict the boxes
+  they were trained to: sizes truncated to integers (32, 40, 50, 64, 80, 101 ...), corners
+  rounded to whole pixels, centres at (j * stride, i * stride).
 """
 import math
 
@@ -13,6 +20,7 @@ from torch import nn
 DEFAULT_LEVELS = (3, 4, 5, 6, 7)
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
 DEFAULT_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+ANCHOR_LAYOUTS = ("centred", "torchvision")
 
 
 def cell_anchors(base_size, ratios, scales):
@@ -27,15 +35,28 @@ def cell_anchors(base_size, ratios, scales):
     return torch.tensor(shapes, dtype=torch.float32)
 
 
+def torchvision_cell_anchors(base_size, ratios, scales):
+    """torchvision's cell anchors: integer sizes, corners rounded, computed in float32 as it does."""
+    sizes = torch.tensor([int(base_size * scale) for scale in scales], dtype=torch.float32)
+    height_ratios = torch.sqrt(torch.tensor(ratios, dtype=torch.float32))
+    widths = ((1 / height_ratios)[:, None] * sizes[None, :]).view(-1)
+    heights = (height_ratios[:, None] * sizes[None, :]).view(-1)
+    return (torch.stack([-widths, -heights, widths, heights], dim=1) / 2).round()
+
+
 class AnchorGenerator(nn.Module):
     """Builds (and caches) the anchors for a set of feature-map sizes."""
 
-    def __init__(self, levels=DEFAULT_LEVELS, ratios=DEFAULT_RATIOS, scales=DEFAULT_SCALES):
+    def __init__(self, levels=DEFAULT_LEVELS, ratios=DEFAULT_RATIOS, scales=DEFAULT_SCALES, layout="centred"):
         super().__init__()
+        if layout not in ANCHOR_LAYOUTS:
+            raise ValueError(f"unknown anchor layout {layout!r}; choose one of {ANCHOR_LAYOUTS}")
         self.levels = tuple(levels)
         self.strides = tuple(2 ** level for level in self.levels)
         self.num_anchors = len(ratios) * len(scales)
-        self._cells = [cell_anchors(4 * stride, ratios, scales) for stride in self.strides]
+        make_cell = torchvision_cell_anchors if layout == "torchvision" else cell_anchors
+        self._cells = [make_cell(4 * stride, ratios, scales) for stride in self.strides]
+        self._offset = 0.0 if layout == "torchvision" else 0.5
         self._cache = {}
 
     def forward(self, feature_sizes, device, dtype=torch.float32):
@@ -44,7 +65,7 @@ class AnchorGenerator(nn.Module):
         anchors = self._cache.get(key)
         if anchors is None:
             anchors = torch.cat(
-                [self._level_anchors(cell, stride, size, device, dtype)
+                [self._level_anchors(cell, stride, size, device, dtype, self._offset)
                  for cell, stride, size in zip(self._cells, self.strides, feature_sizes)]
             )
             if len(self._cache) > 64:  # many distinct image sizes: keep memory bounded
@@ -53,10 +74,10 @@ class AnchorGenerator(nn.Module):
         return anchors
 
     @staticmethod
-    def _level_anchors(cell, stride, size, device, dtype):
+    def _level_anchors(cell, stride, size, device, dtype, offset):
         height, width = size
-        shift_x = (torch.arange(width, device=device, dtype=dtype) + 0.5) * stride
-        shift_y = (torch.arange(height, device=device, dtype=dtype) + 0.5) * stride
+        shift_x = (torch.arange(width, device=device, dtype=dtype) + offset) * stride
+        shift_y = (torch.arange(height, device=device, dtype=dtype) + offset) * stride
         grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
         shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=-1).reshape(-1, 1, 4)
         return (shifts + cell.to(device=device, dtype=dtype)[None]).reshape(-1, 4)

@@ -12,6 +12,7 @@ Normalisation is a choice (``norm``):
 - ``bn``: ordinary trainable BatchNorm.
 - ``gn``: GroupNorm with 32 groups, independent of the batch size.
 """
+import functools
 import pickle
 
 import torch
@@ -38,13 +39,14 @@ class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-def make_norm(norm, channels):
+def make_norm(norm, channels, eps=1e-5):
+    """``eps``: the BatchNorm epsilon (torchvision loads its first COCO RetinaNet with 0)."""
     if norm == "bn":
-        return nn.BatchNorm2d(channels)
+        return nn.BatchNorm2d(channels, eps=eps)
     if norm == "frozen_stats_bn":
-        return FrozenStatsBatchNorm2d(channels)
+        return FrozenStatsBatchNorm2d(channels, eps=eps)
     if norm == "frozen_bn":
-        return FrozenBatchNorm2d(channels)
+        return FrozenBatchNorm2d(channels, eps=eps)
     if norm == "gn":
         return nn.GroupNorm(32, channels)
     raise ValueError(f"unknown norm {norm!r}; choose one of {NORM_CHOICES}")
@@ -54,11 +56,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_channels, channels, stride, norm):
+        """norm: a function channels -> normalisation layer."""
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
-        self.bn1 = make_norm(norm, channels)
+        self.bn1 = norm(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = make_norm(norm, channels)
+        self.bn2 = norm(channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_channels, channels * self.expansion, stride, norm)
 
@@ -75,12 +78,12 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels, channels, stride, norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
-        self.bn1 = make_norm(norm, channels)
+        self.bn1 = norm(channels)
         # Stride on the 3x3 convolution (ResNet v1.5), as torchvision's weights expect.
         self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
-        self.bn2 = make_norm(norm, channels)
+        self.bn2 = norm(channels)
         self.conv3 = nn.Conv2d(channels, channels * self.expansion, 1, bias=False)
-        self.bn3 = make_norm(norm, channels * self.expansion)
+        self.bn3 = norm(channels * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_channels, channels * self.expansion, stride, norm)
 
@@ -106,21 +109,22 @@ class StemMaxPool(nn.Module):
 def _shortcut(in_channels, out_channels, stride, norm):
     if stride == 1 and in_channels == out_channels:
         return None
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), make_norm(norm, out_channels))
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), norm(out_channels))
 
 
 class ResNet(nn.Module):
     """ResNet trunk; ``forward`` returns [C3, C4, C5] with strides 8, 16, 32."""
 
-    def __init__(self, depth, norm="frozen_bn"):
+    def __init__(self, depth, norm="frozen_bn", bn_eps=1e-5):
         super().__init__()
         if depth not in RESNET_LAYOUTS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(RESNET_LAYOUTS)}")
         block_kind, blocks_per_stage = RESNET_LAYOUTS[depth]
         block = BasicBlock if block_kind == "basic" else Bottleneck
         self.depth = depth
+        norm = functools.partial(make_norm, norm, eps=bn_eps)
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = make_norm(norm, 64)
+        self.bn1 = norm(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = StemMaxPool()
         in_channels = 64
@@ -154,6 +158,25 @@ class ResNet(nn.Module):
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         return [c3, c4, c5]
+
+
+# Backbone stages from the top, as torchvision's ``trainable_backbone_layers`` counts them.
+STAGES_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def freeze_stages(backbone, trainable_layers):
+    """Train only the top ``trainable_layers`` stages (0-5) of ``backbone``: 3 trains layer2-4 and
+    freezes the stem and layer1, torchvision's choice for fine-tuning; 5 trains everything.
+    Returns the number of frozen parameters."""
+    if not 0 <= trainable_layers <= len(STAGES_FROM_TOP):
+        raise ValueError(f"trainable_layers must be from 0 to {len(STAGES_FROM_TOP)}, got {trainable_layers}")
+    trainable = list(STAGES_FROM_TOP[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    frozen = 0
+    for name, parameter in backbone.named_parameters():
+        if name.split(".")[0] not in trainable:
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
 
 
 class PretrainedWeightsError(ValueError):

@@ -2,7 +2,7 @@
 
 All boxes are (x1, y1, x2, y2) in pixels. Deltas follow the usual RetinaNet/Faster R-CNN
 parameterisation, divided by ``BOX_CODING_STD`` = (0.1, 0.1, 0.2, 0.2) so that they have
-roughly unit variance.
+roughly unit variance (a model can use others: torchvision's RetinaNets use (1, 1, 1, 1)).
 """
 import math
 
@@ -34,11 +34,11 @@ def _centre_size(boxes):
     return boxes[..., 0] + 0.5 * widths, boxes[..., 1] + 0.5 * heights, widths, heights
 
 
-def encode(anchors, boxes):
+def encode(anchors, boxes, std=BOX_CODING_STD):
     """Regression targets of ``boxes`` relative to ``anchors``; both (..., 4) -> (..., 4)."""
     anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
     box_x, box_y, box_w, box_h = _centre_size(boxes)
-    std = torch.tensor(BOX_CODING_STD, dtype=boxes.dtype, device=boxes.device)
+    std = torch.tensor(std, dtype=boxes.dtype, device=boxes.device)
     deltas = torch.stack(
         (
             (box_x - anchor_x) / anchor_w,
@@ -51,9 +51,9 @@ def encode(anchors, boxes):
     return deltas / std
 
 
-def decode(anchors, deltas):
+def decode(anchors, deltas, std=BOX_CODING_STD):
     """Inverse of :func:`encode`: anchors (..., 4) and deltas (..., 4) -> boxes (..., 4)."""
-    std = torch.tensor(BOX_CODING_STD, dtype=deltas.dtype, device=deltas.device)
+    std = torch.tensor(std, dtype=deltas.dtype, device=deltas.device)
     deltas = deltas * std
     anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
     centre_x = anchor_x + deltas[..., 0] * anchor_w

@@ -91,7 +91,8 @@ class RetinaNetLoss(nn.Module):
         cls_loss = (per_anchor.sum(dim=(1, 2)) / num_positive).mean()
 
         matched_boxes = torch.gather(gt_boxes, 1, matched[..., None].expand(-1, -1, 4))  # (B, N, 4)
-        regression_targets = box_ops.encode(anchors[None].expand_as(matched_boxes), matched_boxes)
+        regression_targets = box_ops.encode(anchors[None].expand_as(matched_boxes), matched_boxes,
+                                            outputs.get("box_coding_std", box_ops.BOX_CODING_STD))
         box_error = F.smooth_l1_loss(box_deltas, regression_targets, beta=self.smooth_l1_beta, reduction="none")
         box_error = box_error.sum(dim=2) * positive.to(box_error.dtype)
         box_loss = (box_error.sum(dim=1) / num_positive).mean()

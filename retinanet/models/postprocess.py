@@ -27,6 +27,7 @@ class PostProcessor:
         cls_logits, box_deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"]
         level_sizes = outputs.get("level_sizes") or [anchors.shape[0]]
         num_classes = cls_logits.shape[-1]
+        box_coding_std = outputs.get("box_coding_std", box_ops.BOX_CODING_STD)
         detections = []
         for index in range(cls_logits.shape[0]):
             image_boxes, image_scores, image_labels = [], [], []
@@ -41,7 +42,8 @@ class PostProcessor:
                 anchor_index = keep // num_classes + start
                 image_scores.append(scores[keep])
                 image_labels.append(keep % num_classes)
-                image_boxes.append(box_ops.decode(anchors[anchor_index], box_deltas[index, anchor_index].float()))
+                image_boxes.append(box_ops.decode(anchors[anchor_index], box_deltas[index, anchor_index].float(),
+                                                  box_coding_std))
                 start += size
             boxes = torch.cat(image_boxes)
             scores = torch.cat(image_scores)

@@ -7,6 +7,7 @@ from torch import nn
 
 from retinanet.models.anchors import AnchorGenerator
 from retinanet.models.backbone import ResNet
+from retinanet.models.box_coding import BOX_CODING_STD
 from retinanet.models.fpn import FeaturePyramid
 from retinanet.models.heads import ClassificationHead, RegressionHead
 
@@ -15,18 +16,28 @@ HEAD_NORM_CHOICES = ("none", "gn")
 
 class RetinaNet(nn.Module):
     def __init__(self, num_classes, depth=50, norm="gn", head_norm="gn", fpn_channels=256, prior=0.01,
-                 head_init="normal"):
+                 head_init="normal", fpn_norm=None, p6_from="c5", anchor_layout="centred",
+                 box_coding_std=BOX_CODING_STD, bn_eps=1e-5):
         """head_init: ``normal`` (std 0.01 towers) or ``kaiming`` (He-initialised FPN and towers,
-        zero output weights); it only sets the starting weights, so checkpoints need not record it."""
+        zero output weights); it only sets the starting weights, so checkpoints need not record it.
+
+        The other options shape the network and are saved with it (``MODEL_OPTION_DEFAULTS``):
+        fpn_norm (``none`` or ``gn``; None: as ``head_norm``), p6_from (``c5`` or ``p5``),
+        anchor_layout (``centred`` or ``torchvision``), box_coding_std (4 numbers) and bn_eps (the
+        backbone's BatchNorm epsilon). Their defaults are this project's network; torchvision's
+        COCO RetinaNets need other values (``models.transfer.TORCHVISION_VARIANTS``)."""
         super().__init__()
-        if head_norm not in HEAD_NORM_CHOICES:
-            raise ValueError(f"unknown head_norm {head_norm!r}; choose one of {HEAD_NORM_CHOICES}")
+        fpn_norm = head_norm if fpn_norm is None else fpn_norm
+        for name, value in (("head_norm", head_norm), ("fpn_norm", fpn_norm)):
+            if value not in HEAD_NORM_CHOICES:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {HEAD_NORM_CHOICES}")
         use_group_norm = head_norm == "gn"
         self.num_classes = num_classes
-        self.backbone = ResNet(depth, norm)
-        self.fpn = FeaturePyramid(self.backbone.out_channels, fpn_channels, use_group_norm,
-                                  init="kaiming" if head_init == "kaiming" else "uniform")
-        self.anchor_generator = AnchorGenerator()
+        self.box_coding_std = tuple(float(value) for value in box_coding_std)
+        self.backbone = ResNet(depth, norm, bn_eps)
+        self.fpn = FeaturePyramid(self.backbone.out_channels, fpn_channels, fpn_norm == "gn",
+                                  init="kaiming" if head_init == "kaiming" else "uniform", p6_from=p6_from)
+        self.anchor_generator = AnchorGenerator(layout=anchor_layout)
         num_anchors = self.anchor_generator.num_anchors
         self.classification_head = ClassificationHead(fpn_channels, num_anchors, num_classes, prior, use_group_norm,
                                                       head_init)
@@ -48,16 +59,32 @@ class RetinaNet(nn.Module):
             "box_deltas": self.regression_head(features),
             "anchors": anchors,
             "level_sizes": [height * width * num_anchors for height, width in feature_sizes],
+            "box_coding_std": self.box_coding_std,
         }
 
 
-# Everything needed to rebuild a model, as saved in checkpoints.
+# Everything needed to rebuild a model, as saved in checkpoints: these names always...
 MODEL_ARG_NAMES = ("depth", "norm", "head_norm", "fpn_channels", "prior")
+# ...and these when they differ from the network this project trains (older checkpoints lack them).
+MODEL_OPTION_DEFAULTS = {"fpn_norm": None, "p6_from": "c5", "anchor_layout": "centred",
+                         "box_coding_std": list(BOX_CODING_STD), "bn_eps": 1e-5}
+
+
+def model_options(args):
+    """{name: value} of every option that shapes the network, defaults filled in; ``args`` is a
+    Namespace or dict holding MODEL_ARG_NAMES and any of MODEL_OPTION_DEFAULTS."""
+    values = args if isinstance(args, dict) else vars(args)
+    options = {name: values[name] for name in MODEL_ARG_NAMES}
+    options.update({name: values.get(name, default) if values.get(name) is not None else default
+                    for name, default in MODEL_OPTION_DEFAULTS.items()})
+    if options["fpn_norm"] is None:
+        options["fpn_norm"] = options["head_norm"]
+    return options
 
 
 def build_model(num_classes, args):
-    """Build a RetinaNet from parsed arguments (or a dict holding MODEL_ARG_NAMES, and optionally
-    ``head_init``, which only matters for a model about to be trained)."""
+    """Build a RetinaNet from parsed arguments (or a dict holding MODEL_ARG_NAMES, any of
+    MODEL_OPTION_DEFAULTS, and optionally ``head_init``, which only matters for a model about to
+    be trained)."""
     values = args if isinstance(args, dict) else vars(args)
-    return RetinaNet(num_classes, **{name: values[name] for name in MODEL_ARG_NAMES},
-                     head_init=values.get("head_init", "normal"))
+    return RetinaNet(num_classes, **model_options(values), head_init=values.get("head_init", "normal"))

@@ -13,7 +13,9 @@ import random
 import numpy as np
 import torch
 
+from retinanet.models.anchors import ANCHOR_LAYOUTS
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, describe_load_error
+from retinanet.models.fpn import P6_SOURCES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_ARG_NAMES, build_model
 from retinanet.util.io import atomic_write
 from retinanet.util.values import describe, is_finite_number, is_integer
@@ -67,7 +69,8 @@ def check_model_description(checkpoint, path="checkpoint"):
     Raises CheckpointError naming the first entry that is missing, of the wrong type or out of
     range: ``args`` (a dict), its MODEL_ARG_NAMES (depth in RESNET_LAYOUTS, norm in NORM_CHOICES,
     head_norm in HEAD_NORM_CHOICES, fpn_channels a positive multiple of 32, at least 64 with
-    head_norm gn, prior in (0, 1)), ``min_side`` / ``max_side`` when present (positive integers),
+    head_norm gn, prior in (0, 1)), ``min_side`` / ``max_side`` and MODEL_OPTION_DEFAULTS' names
+    when present (positive integers; known choices, 4 positive numbers, an epsilon in [0, 1]),
     ``class_names`` (a non-empty list of strings) and ``category_ids`` when present (as many
     integers as there are names).
     """
@@ -108,6 +111,19 @@ def _model_arg_rules(args):
     for name in ("min_side", "max_side"):
         if args.get(name) is not None:
             rules.append((name, "must be a positive integer", is_integer(args[name]) and args[name] > 0))
+    optional = {
+        "fpn_norm": (f"must be one of {HEAD_NORM_CHOICES}", lambda value: value in HEAD_NORM_CHOICES),
+        "p6_from": (f"must be one of {P6_SOURCES}", lambda value: value in P6_SOURCES),
+        "anchor_layout": (f"must be one of {ANCHOR_LAYOUTS}", lambda value: value in ANCHOR_LAYOUTS),
+        "box_coding_std": ("must be a list of 4 positive numbers", lambda value: isinstance(value, (list, tuple))
+                           and len(value) == 4 and all(is_finite_number(item) and item > 0 for item in value)),
+        "bn_eps": ("must be a number from 0 to 1", lambda value: is_finite_number(value) and 0 <= value <= 1),
+    }
+    for name, (rule, follows) in optional.items():
+        if args.get(name) is not None:
+            value = args[name]
+            rules.append((name, rule, (isinstance(value, str) or name in ("box_coding_std", "bn_eps"))
+                          and follows(value)))
     return rules
 
 

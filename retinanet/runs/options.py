@@ -13,9 +13,10 @@ from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
 from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
 from retinanet.models.heads import HEAD_INIT_CHOICES
-from retinanet.models.retinanet import HEAD_NORM_CHOICES
+from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
 from retinanet.runs.checkpoint import CheckpointError
+from retinanet.runs.start import PRETRAINED_KEYWORDS
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
 
 
@@ -132,7 +133,8 @@ def model_parent():
     group.add_argument("--depth", type=int, default=50, choices=sorted(RESNET_LAYOUTS),
                        help="ResNet depth (default: 50)")
     group.add_argument("--norm", default="auto", choices=("auto",) + NORM_CHOICES,
-                       help="backbone normalisation: auto = frozen_bn with --pretrained, gn without (default: auto)")
+                       help="backbone normalisation: auto = frozen_bn when starting from pretrained weights, gn "
+                            "from random weights (default: auto)")
     group.add_argument("--head_norm", default="gn", choices=HEAD_NORM_CHOICES,
                        help="GroupNorm in the FPN and heads, or none (default: gn)")
     group.add_argument("--head_init", default="normal", choices=HEAD_INIT_CHOICES,
@@ -142,8 +144,20 @@ def model_parent():
                        help="channels of the FPN and heads, a multiple of 32 (default: 256)")
     group.add_argument("--prior", type=probability, default=0.01,
                        help="initial foreground probability of the classifier (default: 0.01)")
-    group.add_argument("--pretrained", default=None, metavar="PATH",
-                       help="local torchvision ResNet weights (resnet50-*.pth ...) for the backbone")
+    group.add_argument("--pretrained", default="auto", metavar="auto|imagenet|none|PATH",
+                       help="backbone start: auto = torchvision's ImageNet weights for --depth when cached or "
+                            "downloadable (once, into $TORCH_HOME/hub/checkpoints), else random weights with a "
+                            "warning; imagenet = those weights or an error; none = random weights; PATH = a local "
+                            "torchvision ResNet file (default: auto)")
+    group.add_argument("--init_from", default=None, metavar="SOURCE",
+                       help="start from a whole detector: a checkpoint of this project (any classes; rows of "
+                            "classes with the same name are carried over), a torchvision RetinaNet state dict, or "
+                            "torchvision-coco-v1 / torchvision-coco-v2 (downloaded once); its network options "
+                            "replace --depth, --norm, --head_norm and --fpn_channels")
+    group.add_argument("--trainable_layers", type=int_in_range(0, 5), default=None,
+                       help="backbone stages that train, counted from the top (layer4, layer3, layer2, layer1, "
+                            "stem): 3 when starting from pretrained weights, as torchvision, 5 (all) from "
+                            "random weights")
     return parser
 
 
@@ -263,13 +277,18 @@ def check_train_args(parser, args):
     check_image_sizes(parser, args)
     check_existing_dir(parser, args.coco_path, "--coco_path")
     check_existing_file(parser, args.resume, "--resume")
-    check_existing_file(parser, args.pretrained, "--pretrained")
+    pretrained_file = args.pretrained if args.pretrained not in PRETRAINED_KEYWORDS else None
+    check_existing_file(parser, pretrained_file, "--pretrained")
     if args.fpn_channels % 32 or (args.head_norm == "gn" and args.fpn_channels < 64):
         parser.error(f"--fpn_channels {args.fpn_channels}: must be a multiple of 32, and at least 64 with "
                      "--head_norm gn (GroupNorm's 32 groups need 2 channels each)")
-    if args.pretrained and not args.resume:  # a resumed run takes its weights from the checkpoint
+    if args.resume:  # a resumed run takes its weights from the checkpoint
+        return
+    if args.init_from and pretrained_file:
+        parser.error(f"--init_from {args.init_from} already gives the backbone's weights; leave out --pretrained")
+    if pretrained_file:
         try:
-            check_pretrained_file(args.pretrained, args.depth, "frozen_bn" if args.norm == "auto" else args.norm)
+            check_pretrained_file(pretrained_file, args.depth, "frozen_bn" if args.norm == "auto" else args.norm)
         except PretrainedWeightsError as error:
             parser.error(f"--pretrained {error}")
 
@@ -290,8 +309,14 @@ def resolve_training_args(args=None, **overrides):
     values.update(overrides)
     if values["milestones"] is None:
         values["milestones"] = default_milestones(values["epochs"])
-    if values["norm"] == "auto":
-        values["norm"] = "frozen_bn" if values["pretrained"] else "gn"
+    for name, default in MODEL_OPTION_DEFAULTS.items():
+        values.setdefault(name, default)
+    if values["norm"] == "auto" and not values["init_from"]:
+        # ``auto`` waits for the start (runs.start.apply_start) when ImageNet weights may be found.
+        if values["pretrained"] in (None, "none"):
+            values["norm"] = "gn"
+        elif values["pretrained"] != "auto":
+            values["norm"] = "frozen_bn"
     return argparse.Namespace(**values)
 
 
@@ -306,7 +331,8 @@ RESUME_OVERRIDABLE = frozenset({
     "print_every", "evaluator", "max_skipped_images", "skip_dataset_check", "score_threshold", "nms_iou",
     "max_detections", "output_path", "log_dir", "run_name", "resume"})
 _RESUME_FIXED_REASONS = (
-    (("depth", "norm", "head_norm", "head_init", "fpn_channels", "prior", "pretrained"), "a model option"),
+    (("depth", "norm", "head_norm", "head_init", "fpn_channels", "prior", "pretrained", "init_from",
+      "trainable_layers"), "a model option"),
     (("coco_path", "train_set", "val_set"), "the dataset"),
     (("min_side", "max_side"), "an image size"),
     (("batch_size", "drop_last", "seed"), "the batch order"),
@@ -335,6 +361,11 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
         raise ValueError(f"{checkpoint_path}: holds no saved flags ('args'), so its run cannot be continued")
     values = vars(build_train_parser().parse_args([]))
     values.update({name: _saved_value(name, value) for name, value in saved.items() if name in values})
+    values.update({name: saved[name] for name in (*MODEL_OPTION_DEFAULTS, "start") if name in saved})
+    if values["trainable_layers"] is None:  # runs from before --trainable_layers trained every stage
+        values["trainable_layers"] = 5
+    if saved.get("pretrained") is None:  # ...and had no --pretrained auto
+        values["pretrained"] = "none"
     values["run_name"] = saved.get("run_name")
     run_folder = os.path.dirname(os.path.abspath(checkpoint_path))
     if values["run_name"] and os.path.basename(run_folder) == values["run_name"]:
@@ -342,8 +373,8 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
     refused, overrides = [], []
     for name in sorted(given):
         new, old = getattr(args, name), values[name]
-        if name == "norm" and new == "auto":
-            new = "frozen_bn" if values["pretrained"] else "gn"
+        if (name == "norm" and new == "auto") or (name == "trainable_layers" and new is None):
+            new = old  # the run's own resolved value
         values[name] = new
         if name == "resume" or new == old:
             continue

@@ -16,16 +16,18 @@ from retinanet.data.loader import build_loader
 from retinanet.data.transforms import EvalTransform, TrainTransform
 from retinanet.engine import (DeviceConfig, EpochProgress, NonFiniteLossError, TooManySkippedImagesError, evaluate,
                               train_one_epoch)
-from retinanet.models.backbone import load_pretrained_backbone
+from retinanet.models.backbone import freeze_stages, load_pretrained_backbone
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.postprocess import PostProcessor
-from retinanet.models.retinanet import MODEL_ARG_NAMES, build_model
+from retinanet.models.retinanet import build_model, model_options
+from retinanet.models.transfer import TransferError, transfer_weights
 from retinanet.optim import build_lr_scheduler, build_optimizer
 from retinanet.runs.checkpoint import (capture_rng_states, load_model_weights, model_from_checkpoint,
                                        restore_rng_states)
 from retinanet.runs.options import resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
 from retinanet.runs.signals import StopRequest
+from retinanet.runs.start import StartError, apply_start, resolve_start
 from retinanet.util import distributed
 from retinanet.util.device import choose_precision, resolve_device
 
@@ -49,13 +51,20 @@ class Trainer:
         self.train_set, self.train_loader, self.val_loader = build_data(args, device, self.rank, self.world_size)
         if resume_state is not None:
             check_resumable(args, resume_state, self.train_set)
+            start = None
+        else:
+            start, start_lines = _resolve_start(args)
+        # Weights are loaded before the run folder is claimed, so a source that does not fit writes nothing.
+        model, weight_lines = build_start_model(self.train_set.class_names, args, start)
         self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
         self.log = self._open_run(resume_state)
-        self.model_without_ddp, self.model = build_training_model(self.train_set.num_classes, args, device,
-                                                                  self.world_size, self.log)
+        if start is not None:
+            self._log_start(start, start_lines + weight_lines)
+        self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
         self.criterion = RetinaNetLoss(args.alpha, args.gamma, low_quality_matches=args.low_quality_matches)
-        self.optimizer = build_optimizer(self.model.parameters(), args.optimizer, args.learning_rate,
-                                         args.weight_decay, args.momentum)
+        trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        self.optimizer = build_optimizer(trainable, args.optimizer, args.learning_rate, args.weight_decay,
+                                         args.momentum)
         needs_scaler = self.device_config.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
         self.postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
@@ -87,6 +96,15 @@ class Trainer:
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
         log(f"precision: {self.precision}")
         return log
+
+    def _log_start(self, start, lines):
+        """The start's lines, first in the log; a warning also on stderr, so that it is seen."""
+        self.log(f"start: {start.description}; backbone stages trained: {self.args.trainable_layers} of 5")
+        for line in lines:
+            self.log(line)
+        if start.warning and self.is_main:
+            self.log(start.warning)
+            print(start.warning, file=sys.stderr)
 
     def _load_resume_state(self, state):
         """Load weights, optimizer, scaler and RNG states; returns the iteration to continue the schedule at."""
@@ -330,21 +348,49 @@ def check_resumable(args, state, train_set):
         if key in state and list(state[key]) != current:
             raise SystemExit(f"error: {train_set.json_path} has {key} {current}, but {args.resume or 'the checkpoint'} "
                              f"was trained on {list(state[key])}; resume on the run's own dataset, or start a new run")
-    different = [f"--{name} {saved.get(name)} (checkpoint) vs {getattr(args, name)}" for name in MODEL_ARG_NAMES
-                 if name in saved and saved[name] != getattr(args, name)]
+    saved_options, options = model_options(saved), model_options(args)
+    different = [f"--{name} {saved_options[name]} (checkpoint) vs {options[name]}" for name in options
+                 if saved_options[name] != options[name]]
     if different:
         raise SystemExit(f"error: {args.resume} was trained with another model: {'; '.join(different)}")
     model_from_checkpoint(state, args.resume)  # validates the weights against the description
 
 
-def build_training_model(num_classes, args, device, world_size, log):
-    """(model, model wrapped for DistributedDataParallel or the same model in one process)."""
-    model = build_model(num_classes, args)
-    if args.pretrained:
-        missing, unexpected = load_pretrained_backbone(model.backbone, args.pretrained)
-        log(f"loaded backbone weights from {args.pretrained}: {len(missing)} missing keys"
-            f"{' ' + str(missing[:5]) if missing else ''}, {len(unexpected)} unexpected keys"
-            f"{' ' + str(unexpected[:5]) if unexpected else ''}")
+def _resolve_start(args):
+    """(Start, log lines) of a new run, its flags updated (runs.start); a start that cannot be had
+    ends the program with one line before anything is written."""
+    try:
+        start = resolve_start(args)
+        return start, apply_start(args, start, vars(resolve_training_args()))
+    except StartError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def build_start_model(class_names, args, start):
+    """(model with the start's weights and frozen stages, log lines); ``start`` None for a resumed run."""
+    model = build_model(len(class_names), args)
+    lines = []
+    if start is not None and start.backbone_file:
+        missing, unexpected = load_pretrained_backbone(model.backbone, start.backbone_file)
+        lines.append(f"loaded backbone weights from {start.backbone_file}: {len(missing)} missing keys"
+                     f"{' ' + str(missing[:5]) if missing else ''}, {len(unexpected)} unexpected keys"
+                     f"{' ' + str(unexpected[:5]) if unexpected else ''}")
+    if start is not None and start.detector:
+        source = start.detector
+        try:
+            carried = transfer_weights(model, source.state, source.class_names, class_names)
+        except TransferError as error:
+            raise SystemExit(f"error: --init_from {args.init_from}: {error}") from None
+        fresh = [name for name in class_names if name not in {target for target, _ in carried}]
+        lines.append(f"classes carried over from {source.description}: {len(carried)} of {len(class_names)}"
+                     + (f" ({', '.join(t if t == s else f'{t} <- {s}' for t, s in carried)})" if carried else "")
+                     + (f"; initialised at the prior: {', '.join(fresh)}" if fresh else ""))
+    freeze_stages(model.backbone, 5 if args.trainable_layers is None else args.trainable_layers)
+    return model, lines
+
+
+def place_model(model, args, device, world_size):
+    """(model on ``device``, the same wrapped for DistributedDataParallel or itself in one process)."""
     if args.sync_bn and world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)

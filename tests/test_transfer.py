@@ -1,0 +1,143 @@
+"""Starting from other detectors: torchvision's COCO RetinaNets imported exactly, and checkpoints
+with other class lists carried over class by class."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+
+from retinanet.detector import Detector
+from retinanet.engine import DeviceConfig
+from retinanet.models.retinanet import RetinaNet, build_model
+from retinanet.models.transfer import (TransferError, convert_torchvision_state, coco_classes, match_classes,
+                                       transfer_weights)
+from retinanet.runs.checkpoint import load_model_weights
+from scripts import load_script
+
+UNUSED_COCO_IDS = [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]  # background and the ids COCO never used
+HEIGHT, WIDTH = 256, 384  # multiples of 128, so torchvision's strides are exactly 8 ... 128
+
+
+def random_torchvision_model(variant):
+    """torchvision's own model with random weights, made to detect: BatchNorm statistics drawn at
+    random, the classifier's bias spread so that scores cross the 0.05 threshold, and the unused
+    COCO ids silenced (the import keeps the 80 real classes only)."""
+    torch.manual_seed(0)
+    builder = retinanet_resnet50_fpn if variant == "v1" else retinanet_resnet50_fpn_v2
+    model = builder(weights=None, weights_backbone=None, min_size=HEIGHT, max_size=WIDTH)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0, 0.1, generator=generator)
+                if variant == "v1":
+                    module.eps = 0.0  # what torchvision sets when it loads its v1 COCO weights
+        classifier = model.head.classification_head.cls_logits
+        classifier.bias.normal_(-2.0, 0.5, generator=generator)
+        classifier.bias.view(-1, 91)[:, UNUSED_COCO_IDS] = -30.0
+        model.head.regression_head.bbox_reg.weight.normal_(0, 0.01, generator=generator)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(2)]
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_imported_torchvision_model_detects_exactly_what_torchvision_does(variant, images, one_thread):
+    reference = random_torchvision_model(variant)
+    state, names, category_ids, options = convert_torchvision_state(reference.state_dict(), variant)
+    assert len(names) == 80 and names[0] == "person" and category_ids[-1] == 90
+    model = build_model(len(names), options)
+    load_model_weights(model, state)
+    model.eval()
+    tensors = [torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image in images]
+    with torch.no_grad():
+        image_list, _ = reference.transform(tensors)
+        assert image_list.tensors.shape[-2:] == (HEIGHT, WIDTH)  # nothing resized or padded
+        features = list(reference.backbone(image_list.tensors).values())
+        head = reference.head(features)
+        anchors = reference.anchor_generator(image_list, features)[0]
+        ours = model(image_list.tensors)
+        expected = reference(tensors)
+    assert torch.equal(ours["anchors"], anchors)
+    torch.testing.assert_close(ours["cls_logits"], head["cls_logits"][:, :, category_ids], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours["box_deltas"], head["bbox_regression"], atol=1e-4, rtol=0)
+
+    detector = Detector(model, names, category_ids, min_side=HEIGHT, max_side=WIDTH,
+                        device_config=DeviceConfig(torch.device("cpu"), None, False))
+    detections = detector.predict(images, max_detections=100)
+    for got, want in zip(detections, expected):
+        want_boxes, want_scores = want["boxes"][:100].numpy(), want["scores"][:100].numpy()
+        assert len(got["scores"]) == len(want_scores) == 100
+        np.testing.assert_allclose(got["boxes"], want_boxes, atol=0.01, rtol=0)
+        np.testing.assert_allclose(got["scores"], want_scores, atol=1e-4, rtol=0)
+        assert np.array_equal(got["category_ids"], want["labels"][:100].numpy())
+
+
+def test_the_variant_is_recognised_and_checked():
+    state = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict()
+    *_, options = convert_torchvision_state(state)
+    assert options["p6_from"] == "c5" and options["head_norm"] == "gn" and options["fpn_norm"] == "none"
+    with pytest.raises(TransferError, match="torchvision's RetinaNet v2, not v1"):
+        convert_torchvision_state(state, "v1")
+    with pytest.raises(TransferError, match="not a torchvision RetinaNet"):
+        convert_torchvision_state({"conv1.weight": torch.zeros(1)})
+
+
+def test_class_names_match_without_case_spaces_or_separators():
+    assert match_classes(["Traffic_Light", "zebra", "unicorn"], ["person", "traffic light", "zebra"]) == [(0, 1), (1, 2)]
+
+
+def small_detector(num_classes, seed):
+    torch.manual_seed(seed)
+    return RetinaNet(num_classes, depth=18, norm="gn", head_norm="gn", fpn_channels=64)
+
+
+def test_shared_classes_keep_their_rows_and_new_ones_start_at_the_prior():
+    source = small_detector(3, seed=0)
+    target = small_detector(3, seed=1)
+    carried = transfer_weights(target, source.state_dict(), ["cat", "dog", "fish"], ["dog", "bird", "cat"])
+    assert carried == [("dog", "dog"), ("cat", "cat")]
+    anchors = target.anchor_generator.num_anchors
+    new_weight = target.classification_head.logits.weight.view(anchors, 3, -1)
+    old_weight = source.classification_head.logits.weight.view(anchors, 3, -1)
+    new_bias = target.classification_head.logits.bias.view(anchors, 3)
+    old_bias = source.classification_head.logits.bias.view(anchors, 3)
+    assert torch.equal(new_weight[:, 0], old_weight[:, 1]) and torch.equal(new_weight[:, 2], old_weight[:, 0])
+    assert torch.equal(new_bias[:, 0], old_bias[:, 1]) and torch.equal(new_bias[:, 2], old_bias[:, 0])
+    prior_bias = -math.log((1 - 0.01) / 0.01)
+    assert torch.allclose(new_bias[:, 1], torch.full((anchors,), prior_bias))
+    assert torch.equal(target.backbone.layer2[0].conv1.weight, source.backbone.layer2[0].conv1.weight)
+    assert torch.equal(target.regression_head.deltas.weight, source.regression_head.deltas.weight)
+
+
+def test_weights_of_another_network_are_refused():
+    source = RetinaNet(3, depth=34, norm="gn", head_norm="gn", fpn_channels=64)
+    with pytest.raises(TransferError, match="another network"):
+        transfer_weights(small_detector(3, seed=0), source.state_dict(), ["a", "b", "c"], ["a", "b", "c"])
+
+
+def test_imported_checkpoint_is_read_by_the_detector_and_test_script(tmp_path, images, one_thread):
+    reference = random_torchvision_model("v2")
+    weights = tmp_path / "retinanet_v2.pth"
+    torch.save(reference.state_dict(), weights)
+    output = tmp_path / "coco_v2.pt"
+    load_script("tools/import_torchvision").main(["--weights", str(weights), "--variant", "v2", "--output",
+                                                  str(output), "--min_side", str(HEIGHT), "--max_side", str(WIDTH)])
+    detector = Detector.from_checkpoint(str(output), device="cpu", amp="off")
+    names, category_ids = coco_classes()
+    assert detector.class_names == names and detector.category_ids == category_ids
+    got = detector.predict(images[0], max_detections=100)
+    with torch.no_grad():
+        want = reference([torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255])[0]
+    np.testing.assert_allclose(got["boxes"], want["boxes"][:100].numpy(), atol=0.01, rtol=0)
+    with pytest.raises(SystemExit, match="is the v2 variant, not --variant v1"):
+        load_script("tools/import_torchvision").main(["--weights", "torchvision-coco-v2", "--variant", "v1",
+                                                      "--output", str(tmp_path / "x.pt")])
