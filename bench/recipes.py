@@ -21,23 +21,11 @@ import subprocess
 import sys
 import time
 
+from retinanet.runs.recipes import RECIPES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET = ["--depth", "18", "--epochs", "8", "--min_side", "256", "--max_side", "320", "--batch_size", "2"]
 SYNTHETIC = ("three_classes_16_80", "small_objects", "crowded", "one_class", "ten_classes", "textured")
-# Flags on top of the budget. "defaults" adds nothing: it measures train.py's defaults.
-RECIPES = {
-    "defaults": [],
-    # Our closest equivalent of the original repository: BatchNorm statistics fixed but scale and
-    # shift trained, no normalisation in FPN and heads, He initialisation, Adam 1e-4, a constant rate.
-    "original_equivalent": ["--norm", "frozen_stats_bn", "--head_norm", "none", "--head_init", "kaiming",
-                            "--milestones", "1000", "--warmup_iters", "0", "--optimizer", "adam",
-                            "--learning_rate", "1e-4"],
-    # The defaults before this benchmark: GroupNorm everywhere, the rate divided at 2/3 and 8/9.
-    "groupnorm_step": ["--norm", "gn", "--head_norm", "gn", "--head_init", "normal", "--lr_schedule", "multistep",
-                       "--milestones", "5", "7", "--warmup_iters", "100"],
-    "groupnorm_constant": ["--norm", "gn", "--head_norm", "gn", "--head_init", "normal", "--lr_schedule", "multistep",
-                           "--milestones", "1000", "--warmup_iters", "100"],
-}
 AP_LINE = re.compile(r"Average Precision\s+\(AP\) @\[ IoU=0\.50(:0\.95)?\s+\| area=\s*all \| maxDets=100 \] = (-?[\d.]+)")
 
 

@@ -50,7 +50,7 @@ def test_train_accepts_the_values_it_documents(tmp_path):
                                     "--batch_size", "1", "--prior", "0.5", "--epochs", "9", "--fpn_channels", "64",
                                     "--optimizer", "sgd"])
     assert (args.depth, args.learning_rate, args.fpn_channels, args.optimizer) == (18, 1e-3, 64, "sgd")
-    assert args.milestones == [6, 8]
+    assert args.milestones == [8]
 
 
 def test_test_script_refuses_a_missing_checkpoint(tmp_path, capsys):
@@ -78,9 +78,9 @@ def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_shar
     from_code = resolve_training_args(Namespace(epochs=9, coco_path=str(tmp_path)))
     from_flags = train_script.parse_args(["--epochs", "9", "--coco_path", str(tmp_path)])
     assert vars(from_code) == vars(from_flags)
-    assert from_code.milestones == [6, 8] and from_code.learning_rate == 1e-4
+    assert from_code.milestones == [8] and from_code.learning_rate == 1e-4
     assert from_code.norm == "auto"  # --pretrained auto: decided when the run finds (or not) ImageNet weights
     assert resolve_training_args(pretrained="none").norm == "gn"
     pretrained = resolve_training_args(pretrained="weights.pth", epochs=3)
-    assert pretrained.norm == "frozen_bn" and pretrained.milestones == [2, 3]
+    assert pretrained.norm == "frozen_bn" and pretrained.milestones == [3]
     assert resolve_training_args(milestones=[1], norm="bn").milestones == [1]

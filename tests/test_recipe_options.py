@@ -64,3 +64,22 @@ def test_kaiming_heads_start_at_the_prior_and_keep_the_signal_scale():
     assert torch.allclose(torch.sigmoid(outputs["cls_logits"]), torch.full_like(outputs["cls_logits"], 0.01))
     normal = RetinaNet(num_classes=3, depth=18, norm="gn", head_norm="gn", fpn_channels=128, head_init="normal")
     assert normal.classification_head.tower[0].weight.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+@pytest.mark.parametrize("recipe", ["defaults", "original_equivalent"])
+def test_each_recipe_learns_on_data_unlike_the_demo(recipe, tmp_path, one_thread):
+    """Three classes of 16-80 px objects (the demo has six classes of larger ones): 20 short epochs
+    on 16 images must lift the AP on them well above zero. Measured: AP 0.145 (defaults) and
+    0.161 (original_equivalent), AP50 0.33 and 0.24."""
+    from retinanet.runs.recipes import RECIPES
+    from scripts import TINY_TRAIN_FLAGS, load_script
+
+    data = tmp_path / "data"
+    generate_dataset(str(data), num_train=16, num_val=0, num_test=0, min_size=96, max_size=128, seed=4,
+                     style="three_classes_16_80")
+    load_script("train").main(["--coco_path", str(data), "--output_path", str(tmp_path / "out"), "--log_dir",
+                               str(tmp_path / "log"), "--run_name", recipe, *TINY_TRAIN_FLAGS, *RECIPES[recipe],
+                               "--epochs", "20", "--batch_size", "2", "--val_set", "train", "--eval_every", "0"])
+    records = [json.loads(line) for line in (tmp_path / "out" / recipe / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < 0.6 * records[0]["loss"]
+    assert records[-1]["coco"]["AP"] > 0.07 and records[-1]["coco"]["AP50"] > 0.12, records[-1]["coco"]

@@ -177,7 +177,8 @@ def training_parent():
     group.add_argument("--lr_schedule", default="multistep", choices=SCHEDULE_CHOICES,
                        help="multistep: multiply by --lr_gamma at each milestone; cosine: decay to 0 (default: multistep)")
     group.add_argument("--milestones", type=positive_int, nargs="*", default=None,
-                       help="epochs after which the learning rate drops (default: at 2/3 and 8/9 of --epochs)")
+                       help="epochs after which the learning rate drops; none given: a constant rate "
+                            "(default: once, after 7/8 of --epochs)")
     group.add_argument("--lr_gamma", type=probability, default=0.1, help="factor at each milestone (default: 0.1)")
     group.add_argument("--warmup_iters", type=non_negative_int, default=100,
                        help="linear learning-rate warm-up iterations (default: 100; 0 disables)")
@@ -185,10 +186,22 @@ def training_parent():
                        help="clip the gradient norm to this (default: 0.1; 0 disables)")
     group.add_argument("--alpha", type=unit_interval, default=0.25, help="focal loss alpha (default: 0.25)")
     group.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma (default: 2.0)")
-    group.add_argument("--low_quality_matches", action="store_true",
-                       help="also train each box's best-overlapping anchor when its IoU is under 0.5 "
-                            "(helps boxes smaller than the 32 px anchors)")
+    group.add_argument("--low_quality_matches", nargs="?", const=True, default=True, type=on_off,
+                       metavar="on|off",
+                       help="on: also train each box's best-overlapping anchor when its IoU is under 0.5, so that "
+                            "boxes smaller or thinner than every anchor are learnt too (as torchvision and "
+                            "detectron2); off: the paper's rule (default: on; a bare flag means on)")
     return parser
+
+
+def on_off(text):
+    """``on`` / ``off`` (also true/false, yes/no, 1/0) -> bool."""
+    value = str(text).strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
 
 
 def check_image_sizes(parser, args):
@@ -294,8 +307,10 @@ def check_train_args(parser, args):
 
 
 def default_milestones(epochs):
-    """Drop the rate at 2/3 and 8/9 of the epochs."""
-    return sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 8 / 9))})
+    """One drop, after 7/8 of the epochs: the full rate for most of a short run and a last stretch
+    at a tenth of it. In the recipe benchmark's 8 epochs, drops at 2/3 and 8/9 cost 0.04 AP against
+    a constant rate, and the late drop gained 0.003 on it."""
+    return [max(1, round(epochs * 7 / 8))]
 
 
 def resolve_training_args(args=None, **overrides):
