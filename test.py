@@ -3,8 +3,11 @@
     python test.py --checkpoint_path output/<run>/model_final.pt --set_name val
 
 Writes {set}_bbox_results.json (COCO results format) and {set}_metrics.json (the 12 COCO
-numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines. The set gets the
-dataset check train.py runs first; an unusable set or checkpoint ends with exit status 2.
+numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines. Where the set has
+annotations it also writes the analysis beside them (retinanet/evaluation/analysis.py):
+{set}_analysis.json, precision-recall curves, F1 against the score threshold, the confusion
+matrix and AP by object size as {set}_*.png. The set gets the dataset check train.py runs
+first; an unusable set or checkpoint ends with exit status 2.
 """
 import argparse
 import os
@@ -12,6 +15,8 @@ import time
 
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
+from retinanet.evaluation.analysis import analyze_detections, summary_line
+from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
@@ -76,6 +81,11 @@ def main(argv=None):
     write_json(metrics_path, {"checkpoint": args.checkpoint_path, "set": args.set_name,
                               "skipped_images": stats["skipped_images"], **evaluation})
     print(f"metrics -> {metrics_path}")
+    analysis = analyze_detections(dataset.json_path, results)
+    paths = write_analysis(analysis, args.output_dir, args.set_name,
+                           source={"results": results_path, "checkpoint": args.checkpoint_path})
+    print(summary_line(analysis))
+    print(f"analysis -> {paths['json']}, plots: {', '.join(os.path.basename(paths[name]) for name in PLOT_NAMES)}")
 
 
 if __name__ == "__main__":

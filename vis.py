@@ -8,6 +8,11 @@ Ground truth is drawn in green, predictions in red with their scores. With --ima
 files are run through the checkpoint (class names come from the checkpoint) and their
 predictions are also written as a COCO-style results JSON.
 
+Predictions are drawn from --score_threshold up. Without that flag, the best-F1 threshold of the
+--set_name's analysis (``{set}_analysis.json``, written by test.py or tools/analyze.py) is used
+when the folder of --results, or else of --checkpoint_path, holds one (the line saying so names
+the file); otherwise 0.5.
+
 Inputs are checked before anything is drawn, and any problem ends the run with exit status 2
 and a message naming the file: the set gets the dataset check train.py runs, a --results file
 the checks of test_submission.py (every entry with an image and category of the set, a box of
@@ -23,6 +28,8 @@ from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.data.transforms import EvalTransform
+from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
+from retinanet.evaluation.analysis_plots import find_best_threshold
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor
@@ -37,7 +44,7 @@ DECODE_THRESHOLD = 0.05
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[options.device_parent(), options.decoding_parent()])
-    parser.set_defaults(score_threshold=0.5)
+    parser.set_defaults(score_threshold=None)
     source = parser.add_argument_group("what to draw")
     source.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
     source.add_argument("--set_name", default="val", help="set whose images and ground truth to draw (default: val)")
@@ -51,8 +58,9 @@ def parse_args(argv=None):
     source.add_argument("--seed", type=int, default=3407, help="seed for choosing random images (default: 3407)")
     source.add_argument("--batch_size", type=options.positive_int, default=4,
                         help="images per batch when predicting (default: 4)")
-    drawing = parser.add_argument_group("drawing (--score_threshold: draw predictions scoring at least this, "
-                                        "default 0.5)")
+    drawing = parser.add_argument_group("drawing (--score_threshold: draw predictions scoring at least this; "
+                                        "default: the best-F1 threshold of {set}_analysis.json beside --results "
+                                        "or --checkpoint_path, else 0.5)")
     drawing.add_argument("--layout", default="side", choices=("side", "overlay"),
                          help="ground truth and predictions side by side, or on one picture (default: side)")
     drawing.add_argument("--grid", action="store_true", help="tile all pictures into one grid.png")
@@ -63,6 +71,23 @@ def parse_args(argv=None):
     for flag in ("results", "checkpoint_path"):
         options.check_existing_file(parser, getattr(args, flag), f"--{flag}")
     return args
+
+
+def choose_score_threshold(args):
+    """--score_threshold, else the best-F1 threshold of an analysis beside --results or
+    --checkpoint_path (in that order), else DEFAULT_SCORE_THRESHOLD (0.5)."""
+    if args.score_threshold is not None:
+        return args.score_threshold
+    folders = [os.path.dirname(os.path.abspath(path)) if path else None
+               for path in (args.results, args.checkpoint_path)]
+    try:
+        found = find_best_threshold(args.set_name, folders)
+    except ValueError as error:
+        options.fail(error)
+    if found is None:
+        return DEFAULT_SCORE_THRESHOLD
+    print(f"score threshold {found[0]:.3f}: the best F1 in {found[1]} (--score_threshold overrides it)")
+    return found[0]
 
 
 def readable_images(paths):
@@ -148,6 +173,7 @@ def load_checked_results(path, dataset):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.score_threshold = choose_score_threshold(args)
     os.makedirs(args.output_dir, exist_ok=True)
     items, results, names = predict_files(args) if args.images else dataset_predictions(args)
     by_image = {}

@@ -92,7 +92,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
         if images is None:
             continue
         step = progress.steps + 1
-        values = _training_step(model, criterion, optimizer, device_config.move(images), targets, device_config,
+        values = training_step(model, criterion, optimizer, device_config.move(images), targets, device_config,
                                 scaler, grad_clip, epoch, step)
         last_lr = optimizer.param_groups[0]["lr"]
         lr_scheduler.step()
@@ -123,7 +123,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
     }
 
 
-def _training_step(model, criterion, optimizer, images, targets, device_config, scaler, grad_clip, epoch, step):
+def training_step(model, criterion, optimizer, images, targets, device_config, scaler, grad_clip, epoch, step):
     """Forward, loss, backward, clip, step. Returns the (loss, cls_loss, box_loss) float64 CPU tensor."""
     with device_config.autocast():
         outputs = model(images)

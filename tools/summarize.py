@@ -4,7 +4,8 @@
     python tools/summarize.py output/ log/ --runs 'sweep_x_*' --sort AP --csv docs/runs.csv
 
 Paths may be run folders, folders of runs (output/), folders of logs (log/{run}.log stands
-for output/{run}) or single .log files. See retinanet/runs/tables.py for the columns.
+for output/{run}) or single .log files. See retinanet/runs/tables.py for the columns. A run whose
+folder holds report.html is listed as a Markdown link to it.
 """
 import argparse
 

@@ -5,7 +5,8 @@ A run folder ``{output_path}/{run}/`` holds ``config.json`` (the run's flags plu
 run has finished, ``summary.json``. A folder without ``summary.json`` is still running or crashed.
 
 Per-run rows give the best epoch's COCO numbers (best by AP, over the epochs that were
-evaluated), the last epoch's loss and the wall time. ``aggregate`` groups runs that differ only
+evaluated), the last epoch's loss and the wall time. Where the folder holds ``report.html``
+(``runs.report``), the run's name in the Markdown table links to it. ``aggregate`` groups runs that differ only
 in their seed and reports the mean and sample standard deviation of AP, AP50, AP75 and the
 final loss.
 """
@@ -19,7 +20,7 @@ from fnmatch import fnmatchcase
 
 from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
 from retinanet.runs.run_dir import read_metrics
-from retinanet.util.io import atomic_write
+from retinanet.util.io import atomic_write, read_json_object
 
 FINISHED = "finished"
 UNFINISHED = "running or crashed"
@@ -109,14 +110,14 @@ def load_run(run_dir):
     ``summary`` is None and ``status`` is ``"running or crashed"`` while summary.json is absent.
     """
     config_path = os.path.join(run_dir, "config.json")
-    config = _read_json_object(config_path)
+    config = read_json_object(config_path)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     records = read_metrics(metrics_path)
     for index, record in enumerate(records, start=1):
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
             raise ValueError(f"{metrics_path}: record {index} is not an object with an integer 'epoch'")
     summary_path = os.path.join(run_dir, "summary.json")
-    summary = _read_json_object(summary_path) if os.path.exists(summary_path) else None
+    summary = read_json_object(summary_path) if os.path.exists(summary_path) else None
     return {"name": run_name(run_dir), "path": run_dir, "config": config, "records": records,
             "summary": summary, "status": FINISHED if summary is not None else UNFINISHED}
 
@@ -130,17 +131,6 @@ def _run_dir_for_log(log_path, note):
     return None
 
 
-def _read_json_object(path):
-    with open(path, encoding="utf-8") as handle:
-        try:
-            value = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
 def _note_to_stderr(text):
     print(f"note: {text}", file=sys.stderr)
 
@@ -148,7 +138,8 @@ def _note_to_stderr(text):
 # ----- one row per run ---------------------------------------------------------------------
 def summary_rows(runs):
     """One row (dict keyed like ``COLUMNS`` plus ``epochs_done``, ``epochs_planned``, ``status``,
-    ``path`` and ``config``) per run; ``runs`` are ``load_run`` results or run folders.
+    ``path``, ``config`` and ``report``, the path of its report.html or None) per run; ``runs`` are
+    ``load_run`` results or run folders.
 
     Unknown values are None: no evaluated epoch, a COCO number of -1 (no ground truth in that
     size range), a setting missing from config.json.
@@ -159,6 +150,8 @@ def summary_rows(runs):
 def _summary_row(run):
     config, records, summary = run["config"], run["records"], run["summary"]
     row = {"run": run["name"], "path": run["path"], "status": run["status"], "config": config}
+    report = os.path.join(run["path"], "report.html")
+    row["report"] = report if os.path.isfile(report) else None
     for key, config_key in CONFIG_COLUMNS.items():
         row[key] = config.get(config_key)
     row["epochs_done"] = records[-1]["epoch"] if records else 0
@@ -230,6 +223,8 @@ def format_markdown_table(rows):
 
 
 def _format_cell(key, row):
+    if key == "run" and row.get("report"):
+        return f"[{row['run']}]({row['report']})"
     if key == "epochs":
         return f"{row['epochs_done']}/{_format_value('epochs', row.get('epochs_planned'))}"
     return _format_value(key, row.get(key))

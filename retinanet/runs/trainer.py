@@ -53,7 +53,7 @@ class Trainer:
             check_resumable(args, resume_state, self.train_set)
             start = None
         else:
-            start, start_lines = _resolve_start(args)
+            start, start_lines = resolve_start_or_exit(args)
         # Weights are loaded before the run folder is claimed, so a source that does not fit writes nothing.
         model, weight_lines = build_start_model(self.train_set.class_names, args, start)
         self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
@@ -153,8 +153,8 @@ class Trainer:
             if self.is_main:  # the epoch's work is kept even if the evaluation fails
                 self._save_checkpoints(epoch + 1, is_best=False)
             stats = {}
-            _, evaluation = evaluate(self.model_without_ddp, self.val_loader, postprocessor=self.postprocessor,
-                                     device_config=self.device_config, evaluator=args.evaluator, stats=stats)
+            results, evaluation = evaluate(self.model_without_ddp, self.val_loader, postprocessor=self.postprocessor,
+                                           device_config=self.device_config, evaluator=args.evaluator, stats=stats)
             record["val_skipped_images"] = stats["skipped_images"]
             if evaluation is not None:
                 record["coco"] = evaluation["stats"]
@@ -166,6 +166,9 @@ class Trainer:
             self.run.append_metrics(record)
             self.run.plot_curves()
             self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
+            if "coco" in record:  # report.html follows every evaluation; matplotlib is loaded only then
+                from retinanet.runs.report import update_after_evaluation
+                update_after_evaluation(self.run.path, self.val_loader.dataset, results, epoch + 1)
         distributed.barrier()
 
     # ----- checkpoints --------------------------------------------------------------------
@@ -356,7 +359,7 @@ def check_resumable(args, state, train_set):
     model_from_checkpoint(state, args.resume)  # validates the weights against the description
 
 
-def _resolve_start(args):
+def resolve_start_or_exit(args):
     """(Start, log lines) of a new run, its flags updated (runs.start); a start that cannot be had
     ends the program with one line before anything is written."""
     try:

@@ -72,6 +72,19 @@ def write_figure_png(path, figure, dpi=None):
         figure.savefig(stream, format="png", dpi=dpi)
 
 
+def read_json_object(path):
+    """The JSON object (a dict) in ``path``; ValueError naming the file when it is not valid JSON
+    or not an object."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            value = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 def _create_temporary_file(folder, name):
     """Create a new, empty ``.{name}.{random}.tmp`` in ``folder``; return (descriptor, path).
 
