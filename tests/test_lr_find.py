@@ -30,16 +30,18 @@ def test_smoothing_is_a_bias_corrected_moving_average():
     assert smooth([2.0, 0.0]) == pytest.approx([2.0, 0.095 / 0.0975])
 
 
-def test_suggestion_is_the_steepest_descent_before_the_minimum():
+def test_suggestion_is_a_tenth_of_the_rate_at_the_minimum():
     log_rates = np.linspace(-6, 0, 61)  # one step per 0.1 decade
     # Falls fastest at 1e-4 (index 20), lowest at 1e-2 (index 40), then rises.
     smoothed = np.where(log_rates <= -2, 2 - np.tanh(2 * (log_rates + 4)), 2 - np.tanh(4) + (log_rates + 2) ** 2)
     rates = 10 ** log_rates
     assert lowest_index(list(smoothed)) == 40
-    assert suggest_index(rates, list(smoothed)) == 20
+    assert suggest_index(rates, list(smoothed)) == 30  # 1e-3, a decade below the minimum
     assert suggest_index(rates, list(np.linspace(1, 2, 61))) is None  # a loss that only rises: no suggestion
     # A low first value (one lucky batch) is not taken as the minimum: the first tenth is settling.
     assert lowest_index([0.1] + list(smoothed[1:])) == 40 and settled_index(61) == 6
+    # A minimum within a decade of the start: the suggestion is the first settled step.
+    assert suggest_index(rates[32:], list(smoothed[32:])) == settled_index(29) == 2
 
 
 def test_range_test_on_generated_data_suggests_a_rate_on_the_descent(tmp_path, one_thread, capsys):
@@ -62,7 +64,7 @@ def test_range_test_on_generated_data_suggests_a_rate_on_the_descent(tmp_path, o
     assert smoothed[index] > smoothed[lowest]
     assert curve["suggested_lr"] == pytest.approx(rates[index])
     printed = capsys.readouterr().out
-    assert f"suggested --learning_rate {rates[index]:.2g} (the steepest descent" in printed
+    assert f"suggested --learning_rate {rates[index]:.2g} (a tenth of the rate at the lowest" in printed
     assert png.stat().st_size > 10_000
     # Nothing of a training run is written.
     assert sorted(os.listdir(tmp_path)) == ["data", "plots"]
