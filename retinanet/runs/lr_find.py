@@ -198,7 +198,7 @@ def write_range_test(test, png_path, title=None):
     axes.plot(test.learning_rates, test.smoothed, color="tab:blue", label=f"smoothed (moving average {SMOOTHING})")
     if test.suggested_index is not None:
         axes.plot(test.suggested_lr, test.smoothed[test.suggested_index], "o", color="tab:red",
-                  label=f"suggested {test.suggested_lr:.2g} (steepest descent)")
+                  label=f"suggested {test.suggested_lr:.2g} (a tenth of the lowest)")
     if test.smoothed:
         lowest = test.lowest_index
         axes.plot(test.learning_rates[lowest], test.smoothed[lowest], "v", color="black",
