@@ -19,6 +19,7 @@ RECIPES = {
                        "--milestones", "5", "7", "--warmup_iters", "100", "--low_quality_matches", "off"],
     "groupnorm_constant": ["--norm", "gn", "--head_norm", "gn", "--head_init", "normal", "--lr_schedule", "multistep",
                            "--milestones", "1000", "--warmup_iters", "100", "--low_quality_matches", "off"],
-    "groupnorm_constant_lr3e-4": ["--norm", "gn", "--head_norm", "gn", "--milestones", "1000", "--learning_rate",
-                                  "3e-4"],
+    # Today's defaults at a constant rate (--milestones with no value), at 1e-4 and at 3e-4.
+    "defaults_constant_rate": ["--milestones"],
+    "defaults_constant_rate_3e-4": ["--milestones", "--learning_rate", "3e-4"],
 }
