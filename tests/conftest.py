@@ -1,7 +1,7 @@
 """Fixtures shared by the test modules.
 
 No test may reach the network: weights are never downloaded (RETINANET_OFFLINE, inherited by the
-scripts the tests start), and torch's hub cache is an empty folder of the test session's, so a
+scripts the tests start), and torch's hub cache is an empty temporary folder made for the test run, so a
 cache on the machine cannot change what ``--pretrained auto`` finds.
 """
 import os
