@@ -75,7 +75,7 @@ def model_options(args):
     Namespace or dict holding MODEL_ARG_NAMES and any of MODEL_OPTION_DEFAULTS."""
     values = args if isinstance(args, dict) else vars(args)
     options = {name: values[name] for name in MODEL_ARG_NAMES}
-    options.update({name: values.get(name, default) if values.get(name) is not None else default
+    options.update({name: default if values.get(name) is None else values[name]
                     for name, default in MODEL_OPTION_DEFAULTS.items()})
     if options["fpn_norm"] is None:
         options["fpn_norm"] = options["head_norm"]
