@@ -8,6 +8,11 @@ annotations it also writes the analysis beside them (retinanet/evaluation/analys
 {set}_analysis.json, precision-recall curves, F1 against the score threshold, the confusion
 matrix and AP by object size as {set}_*.png. The set gets the dataset check train.py runs
 first; an unusable set or checkpoint ends with exit status 2.
+
+    python test.py --checkpoint_path output/<run>/model_final.pt --backend onnxruntime [--int8]
+
+runs the network exported to ONNX (exported on first use beside the checkpoint, or a .onnx
+file from tools/export.py) through ONNX Runtime or OpenVINO; --int8 also prints its AP cost.
 """
 import argparse
 import os
@@ -15,6 +20,7 @@ import time
 
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
+from retinanet.deploy import cli as deploy_cli
 from retinanet.evaluation.analysis import analyze_detections, summary_line
 from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
@@ -25,9 +31,11 @@ from retinanet.util.io import write_json
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[options.device_parent(), options.decoding_parent()])
+                                     parents=[options.device_parent(inference=True), options.decoding_parent(),
+                                              deploy_cli.backend_parent()])
     parser.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
-    parser.add_argument("--checkpoint_path", required=True, help="a checkpoint written by train.py")
+    parser.add_argument("--checkpoint_path", required=True,
+                        help="a checkpoint written by train.py, or a .onnx file written by tools/export.py")
     parser.add_argument("--set_name", default="val", help="set to run on: val, test or any {set}.json (default: val)")
     parser.add_argument("--output_dir", default=".", help="where the results and metrics files go (default: .)")
     parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
@@ -40,6 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--evaluator", default="faster", choices=("faster", "pycocotools"),
                         help="COCO evaluator; both give the same numbers (default: faster)")
     args = parser.parse_args(argv)
+    args.workers = options.inference_workers(args.workers, args.device)
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
     json_path = os.path.join(args.coco_path, f"{args.set_name}.json")
     if not os.path.isfile(json_path):
@@ -52,8 +61,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     options.check_set_or_exit(args.coco_path, args.set_name)
-    detector = options.load_detector_or_exit(args, min_side=args.min_side, max_side=args.max_side,
-                                             expected_depth=args.depth)
+    detector = deploy_cli.load_detector_or_exit(args, min_side=args.min_side, max_side=args.max_side,
+                                                expected_depth=args.depth)
     dataset = CocoDetection(args.coco_path, args.set_name, detector.transform, skip_unreadable=True)
     if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "
@@ -77,9 +86,13 @@ def main(argv=None):
         return
     print(format_stats(evaluation["stats"]))
     print(format_per_class_table(evaluation["per_class"]))
+    extra = {}
+    if args.int8:
+        extra["int8"] = deploy_cli.int8_cost(args, loader, postprocessor, evaluation["stats"], args.evaluator,
+                                             min_side=args.min_side, max_side=args.max_side)
     metrics_path = os.path.join(args.output_dir, f"{args.set_name}_metrics.json")
     write_json(metrics_path, {"checkpoint": args.checkpoint_path, "set": args.set_name,
-                              "skipped_images": stats["skipped_images"], **evaluation})
+                              "skipped_images": stats["skipped_images"], **evaluation, **extra})
     print(f"metrics -> {metrics_path}")
     analysis = analyze_detections(dataset.json_path, results)
     paths = write_analysis(analysis, args.output_dir, args.set_name,

@@ -3,6 +3,7 @@
     python vis.py --set_name val --checkpoint_path output/<run>/model_final.pt --num_images 8
     python vis.py --set_name val --results val_bbox_results.json --image_ids 3 17
     python vis.py --images my_photos/ --checkpoint_path output/<run>/model_final.pt
+    python vis.py --images my_photos/ --checkpoint_path output/<run>/model_final.pt --backend onnxruntime
 
 Ground truth is drawn in green, predictions in red with their scores. With --images, any image
 files are run through the checkpoint (class names come from the checkpoint) and their
@@ -27,6 +28,7 @@ import random
 from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
+from retinanet.deploy import cli as deploy_cli
 from retinanet.data.transforms import EvalTransform
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
 from retinanet.evaluation.analysis_plots import find_best_threshold
@@ -43,7 +45,8 @@ DECODE_THRESHOLD = 0.05
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[options.device_parent(), options.decoding_parent()])
+                                     parents=[options.device_parent(inference=True), options.decoding_parent(),
+                                              deploy_cli.backend_parent()])
     parser.set_defaults(score_threshold=None)
     source = parser.add_argument_group("what to draw")
     source.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
@@ -51,7 +54,9 @@ def parse_args(argv=None):
     source.add_argument("--images", nargs="+", default=None, metavar="PATH",
                         help="image files or folders outside any COCO set (needs --checkpoint_path)")
     source.add_argument("--results", default=None, help="a COCO results JSON with predictions to draw")
-    source.add_argument("--checkpoint_path", default=None, help="predict with this checkpoint instead of --results")
+    source.add_argument("--checkpoint_path", default=None,
+                        help="predict with this checkpoint (or a .onnx file written by tools/export.py) instead of "
+                             "--results")
     source.add_argument("--image_ids", type=int, nargs="+", default=None, help="COCO image ids to draw")
     source.add_argument("--num_images", type=options.positive_int, default=8,
                         help="otherwise draw this many random images (default: 8)")
@@ -66,6 +71,7 @@ def parse_args(argv=None):
     drawing.add_argument("--grid", action="store_true", help="tile all pictures into one grid.png")
     drawing.add_argument("--output_dir", default="./output/vis", help="where PNGs go (default: ./output/vis)")
     args = parser.parse_args(argv)
+    args.workers = options.inference_workers(args.workers, args.device)
     if args.images and not args.checkpoint_path:
         parser.error("--images needs --checkpoint_path")
     for flag in ("results", "checkpoint_path"):
@@ -110,7 +116,7 @@ def readable_images(paths):
 def predict_files(args):
     """Predictions for plain image files, written to predictions.json. Returns (items, results, names)."""
     files = readable_images(args.images)
-    detector = options.load_detector_or_exit(args)
+    detector = deploy_cli.load_detector_or_exit(args)
     loader = build_loader(ImageFiles(files, detector.transform), batch_size=args.batch_size, workers=args.workers)
     postprocessor = PostProcessor(min(args.score_threshold, DECODE_THRESHOLD), args.nms_iou,
                                   max_detections=args.max_detections)
@@ -137,7 +143,7 @@ def choose_image_ids(dataset, args):
 def dataset_predictions(args):
     """Ground truth of the chosen images and their predictions (checkpoint or results file)."""
     options.check_set_or_exit(args.coco_path, args.set_name)
-    detector = options.load_detector_or_exit(args) if args.checkpoint_path else None
+    detector = deploy_cli.load_detector_or_exit(args) if args.checkpoint_path else None
     transform = detector.transform if detector else EvalTransform()
     dataset = CocoDetection(args.coco_path, args.set_name, transform)
     results = load_checked_results(args.results, dataset) if args.results and detector is None else []

@@ -7,6 +7,12 @@
 
 ``predict`` runs the same code as ``test.py`` and ``vis.py`` (``engine.detect_batch``): the
 checkpoint's own image sizes, the same resize, normalisation, padding and decoding.
+
+``backend="onnxruntime"`` or ``"openvino"`` runs the network exported to ONNX instead (the
+optional ``deploy`` packages; ``retinanet/deploy/``), and ``int8=Calibration(...)`` its int8 version:
+
+    from retinanet.deploy.quantize import Calibration
+    detector = Detector.from_checkpoint("model_final.pt", backend="onnxruntime", int8=Calibration("data"))
 """
 import os
 
@@ -16,6 +22,7 @@ import torch
 from retinanet.data.image_io import load_image_rgb
 from retinanet.data.loader import collate, sample_from_image
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
+from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
@@ -42,14 +49,26 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", *, amp="auto", channels_last=False, min_side=None, max_side=None,
-                        expected_depth=None):
+                        expected_depth=None, backend=None, int8=None, log=print):
         """Rebuild the model from a checkpoint written by train.py (no model flags needed).
 
         device: "auto", "cpu", "cuda" or a torch.device. amp: "auto" (bfloat16 where the hardware
         runs it natively, as the scripts), "on" or "off" (float32). min_side / max_side: override the checkpoint's training sizes.
         expected_depth: when given, refuse a checkpoint of another ResNet depth.
-        Raises CheckpointError for a missing, unsafe, damaged or mismatching file.
+        backend: "torch", or "onnxruntime" / "openvino" (see ``from_exported``); None: onnxruntime
+        for a ``.onnx`` path or with int8, else torch. int8: a ``deploy.quantize.Calibration``
+        (exported backends only).
+        Raises CheckpointError for a missing, unsafe, damaged or mismatching file, ValueError for
+        settings an exported backend cannot honour.
         """
+        backend = backend or ("onnxruntime" if is_exported_file(path) or int8 is not None else "torch")
+        if backend != "torch":
+            _check_exported_settings(backend, device, amp, channels_last)
+            return cls.from_exported(path, backend, int8=int8, min_side=min_side, max_side=max_side,
+                                     expected_depth=expected_depth, log=log)
+        if is_exported_file(path) or int8 is not None:
+            raise ValueError(f"{path} is an exported file: use backend onnxruntime or openvino" if int8 is None
+                             else "int8 runs an exported network: use backend onnxruntime or openvino")
         checkpoint = load_checkpoint(path)
         saved = checkpoint.get("args", {})
         if expected_depth is not None and saved.get("depth") != expected_depth:
@@ -62,6 +81,27 @@ class Detector:
                        max_side=max_side or saved.get("max_side", DEFAULT_MAX_SIDE),
                        device_config=DeviceConfig(device, amp_dtype_for(device, amp), channels_last))
         detector.checkpoint_args = saved
+        return detector
+
+    @classmethod
+    def from_exported(cls, path, backend="onnxruntime", *, int8=None, min_side=None, max_side=None,
+                      expected_depth=None, log=print):
+        """Run the network through ONNX Runtime or OpenVINO on the CPU, in float32 or int8.
+
+        path: a ``.onnx`` file written by tools/export.py, or a checkpoint, exported on first use to
+        the ``.onnx`` file beside it (``deploy.cache``). int8: a ``deploy.quantize.Calibration``:
+        quantise on first use (``.int8.onnx`` beside the float file) and run that. Class names, image
+        sizes and the decoding options come from the file's metadata; decoding is the PyTorch path's.
+        Raises MissingExtraError when the optional packages are not installed.
+        """
+        model, metadata = load_exported(path, backend, int8=int8, min_side=min_side, max_side=max_side, log=log)
+        options = metadata["model_options"]
+        if expected_depth is not None and options.get("depth") != expected_depth:
+            raise CheckpointError(f"--depth {expected_depth} disagrees with {path}, which holds a ResNet-"
+                                  f"{options.get('depth')} model; leave --depth out to use the file's")
+        detector = cls(model, metadata["class_names"], metadata["category_ids"],
+                       min_side=min_side or metadata["min_side"], max_side=max_side or metadata["max_side"])
+        detector.checkpoint_args = options
         return detector
 
     def predict(self, images, *, score_threshold=0.05, nms_iou=0.5, max_detections=100, batch_size=4):
@@ -108,6 +148,14 @@ class Detector:
             "class_names": [self.class_names[label] for label in labels],
             "category_ids": np.asarray([self.category_ids[label] for label in labels], dtype=np.int64),
         }
+
+
+def _check_exported_settings(backend, device, amp, channels_last):
+    """Refuse what an exported backend would silently ignore; ValueError in one line."""
+    if str(device) not in ("auto", "cpu"):
+        raise ValueError(f"backend {backend} runs on the CPU; device {device} needs backend torch")
+    if amp == "on" or channels_last:
+        raise ValueError(f"backend {backend} runs in float32 or int8; amp on and channels_last need backend torch")
 
 
 def to_rgb_array(item):

@@ -84,3 +84,30 @@ def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_shar
     pretrained = resolve_training_args(pretrained="weights.pth", epochs=3)
     assert pretrained.norm == "frozen_bn" and pretrained.milestones == [3]
     assert resolve_training_args(milestones=[1], norm="bn").milestones == [1]
+
+
+@pytest.mark.parametrize("cores, device, expected", [
+    (2, "cpu", 0),      # the network keeps both cores busy: load in the main process
+    (1, "cpu", 0),
+    (16, "cpu", 8),     # enough cores to spare: one worker per core, at most 8
+    (4, "cpu", 4),
+    (2, "cuda", 2),     # a GPU runs the network: workers keep it fed
+])
+def test_inference_loader_workers_default_depends_on_cores_and_device(monkeypatch, cores, device, expected):
+    from retinanet.runs import options
+    monkeypatch.setattr(options.os, "cpu_count", lambda: cores)
+    assert options.inference_workers(None, device) == expected
+    assert options.inference_workers(3, device) == 3  # given on the command line: kept
+
+
+def test_test_script_resolves_its_workers_default(tmp_path):
+    from retinanet.runs import options
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"x")
+    (tmp_path / "val.json").write_text("{}")
+    args = test_script.parse_args(["--coco_path", str(tmp_path), "--checkpoint_path", str(checkpoint),
+                                   "--device", "cpu"])
+    assert args.workers == options.inference_workers(None, "cpu")
+    args = test_script.parse_args(["--coco_path", str(tmp_path), "--checkpoint_path", str(checkpoint),
+                                   "--workers", "1"])
+    assert args.workers == 1

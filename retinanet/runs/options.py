@@ -17,7 +17,7 @@ from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
 from retinanet.runs.checkpoint import CheckpointError
 from retinanet.runs.start import PRETRAINED_KEYWORDS
-from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
+from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES, resolve_device
 
 
 def positive_int(text):
@@ -85,13 +85,20 @@ def _parse(kind, text):
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
-def device_parent():
+def device_parent(inference=False):
+    """--device, --workers, --amp, --channels_last. inference: the --workers default of test.py and
+    vis.py, resolved by ``inference_workers`` once the device is known."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("device")
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                        help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
-    group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
-                       help="data-loading worker processes (default: the number of cores, at most 8)")
+    if inference:
+        group.add_argument("--workers", type=non_negative_int, default=None,
+                           help="data-loading worker processes (default: the number of cores, at most 8; none, "
+                                "loading in the main process, when the network runs on a CPU of 2 cores or fewer)")
+    else:
+        group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
+                           help="data-loading worker processes (default: the number of cores, at most 8)")
     group.add_argument("--amp", nargs="?", const="on", default="auto", choices=AMP_CHOICES,
                        help="mixed precision: auto = bfloat16 where the hardware runs it natively (CUDA GPUs with "
                             "bfloat16, CPUs with AVX512-BF16 or AMX), float32 elsewhere; on (or a bare --amp) = "
@@ -99,6 +106,18 @@ def device_parent():
                             "(default: auto)")
     group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")
     return parser
+
+
+def inference_workers(workers, device):
+    """--workers of test.py and vis.py: as given, else the number of cores (at most 8), except on a
+    CPU of 2 cores or fewer, where the network already keeps every core busy and worker processes
+    only add their start-up and compete with it (0: load in the main process; measured 1.3x as fast
+    for the whole evaluation of 100 images on 2 cores, bench/deploy_speed.py --workers 0 / 2)."""
+    if workers is not None:
+        return workers
+    cores = os.cpu_count() or 1
+    on_cpu = device == "cpu" or (device == "auto" and resolve_device("auto").type == "cpu")
+    return 0 if on_cpu and cores <= 2 else min(8, cores)
 
 
 def side_length(maximum):

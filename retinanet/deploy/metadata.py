@@ -1,0 +1,98 @@
+"""What an exported file carries besides the network, in its ONNX ``metadata_props``.
+
+Keys (values are strings; lists and dicts are JSON):
+- ``format``: ``retinanet-onnx-1``, so that files of this project are recognised;
+- ``class_names``, ``category_ids``: one entry per contiguous label;
+- ``min_side``, ``max_side``: the resize used in training (``data.transforms``);
+- ``mean``, ``std``: the per-channel normalisation of RGB values scaled to [0, 1];
+- ``model_options``: ``models.retinanet.model_options`` of the checkpoint (anchor layout and box
+  coding are needed to decode; the rest documents the network);
+- ``source_sha256``: the checkpoint's SHA-256, so that a cached export of a changed checkpoint is redone;
+- ``precision``: ``float32`` or ``int8``; an int8 file also has ``calibration`` (JSON: the set,
+  number of images, seed and image sizes it was calibrated with) and ``float_sha256``, the SHA-256
+  of the float32 file it was quantised from.
+"""
+import hashlib
+import json
+
+from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from retinanet.deploy.extras import import_extras
+
+FORMAT = "retinanet-onnx-1"
+JSON_KEYS = ("class_names", "category_ids", "mean", "std", "model_options", "calibration")
+REQUIRED_KEYS = ("format", "class_names", "category_ids", "min_side", "max_side", "mean", "std", "model_options",
+                 "source_sha256", "precision")
+
+
+class ExportedModelError(ValueError):
+    """An exported file cannot be used: unreadable, not written by this project, or inconsistent."""
+
+
+def build_metadata(class_names, category_ids, min_side, max_side, model_options, source_sha256):
+    """The metadata of a float32 export, as {key: string}."""
+    values = {
+        "format": FORMAT,
+        "class_names": list(class_names),
+        "category_ids": [int(value) for value in category_ids],
+        "min_side": int(min_side),
+        "max_side": int(max_side),
+        "mean": [float(value) for value in IMAGENET_MEAN],
+        "std": [float(value) for value in IMAGENET_STD],
+        "model_options": dict(model_options),
+        "source_sha256": source_sha256,
+        "precision": "float32",
+    }
+    return encode(values)
+
+
+def encode(values):
+    """{key: value} -> {key: string}, JSON for the keys in JSON_KEYS."""
+    return {key: json.dumps(value) if key in JSON_KEYS else str(value) for key, value in values.items()}
+
+
+def set_metadata(proto, metadata):
+    """Replace the ``metadata_props`` of an ``onnx.ModelProto`` with ``metadata`` ({key: string})."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_metadata(path):
+    """The decoded metadata of an exported file: lists and dicts for the JSON keys, ints for the sizes.
+
+    Raises ExportedModelError when the file is not ONNX or lacks this project's metadata.
+    """
+    onnx, = import_extras("export", f"reading {path}")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and friends: report the file, not the parser
+        raise ExportedModelError(f"{path}: not a readable ONNX file ({type(error).__name__}: {error})") from error
+    return decode({entry.key: entry.value for entry in proto.metadata_props}, path)
+
+
+def decode(raw, path):
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing or raw.get("format") != FORMAT:
+        raise ExportedModelError(f"{path}: not a detector exported by tools/export.py "
+                                 f"(metadata lacks {', '.join(missing) or 'format ' + FORMAT})")
+    values = dict(raw)
+    try:
+        for key in JSON_KEYS:
+            if key in values:
+                values[key] = json.loads(values[key])
+        values["min_side"], values["max_side"] = int(values["min_side"]), int(values["max_side"])
+    except ValueError as error:
+        raise ExportedModelError(f"{path}: damaged metadata ({error})") from error
+    if len(values["class_names"]) != len(values["category_ids"]):
+        raise ExportedModelError(f"{path}: metadata has {len(values['class_names'])} class names but "
+                                 f"{len(values['category_ids'])} category ids")
+    return values
+
+
+def file_sha256(path, chunk_bytes=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
