@@ -1,6 +1,11 @@
 """Run a trained checkpoint on a set, write COCO results and score them where labels exist.
 
     python test.py --checkpoint_path output/<run>/model_final.pt --set_name val
+    python test.py --checkpoint_path output/<run>/model_final.pt --coco_path path/to/roboflow_export --set_name valid
+    python test.py --checkpoint_path output/<run>/model_final.pt --set_name val --set_json export/result.json
+
+The set is found under --coco_path in any layout train.py reads (retinanet/data/layout.py), or
+read from --set_json (and --set_images) for any other layout.
 
 Writes {set}_bbox_results.json (COCO results format) and {set}_metrics.json (the 12 COCO
 numbers and per-class AP) to --output_dir, and prints the 12 COCOeval lines. Where the set has
@@ -32,11 +37,14 @@ from retinanet.util.io import write_json
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[options.device_parent(inference=True), options.decoding_parent(),
-                                              deploy_cli.backend_parent()])
-    parser.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
+                                              deploy_cli.backend_parent(), options.set_files_parent()])
+    parser.add_argument("--coco_path", default="./data",
+                        help="dataset root, in any layout train.py reads (default: ./data)")
     parser.add_argument("--checkpoint_path", required=True,
                         help="a checkpoint written by train.py, or a .onnx file written by tools/export.py")
-    parser.add_argument("--set_name", default="val", help="set to run on: val, test or any {set}.json (default: val)")
+    parser.add_argument("--set_name", default="val",
+                        help="set to run on: val, test or any set under --coco_path; with --set_json, the name its "
+                             "output files take (default: val)")
     parser.add_argument("--output_dir", default=".", help="where the results and metrics files go (default: .)")
     parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
     parser.add_argument("--depth", type=int, default=None,
@@ -50,20 +58,17 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.workers = options.inference_workers(args.workers, args.device)
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
-    json_path = os.path.join(args.coco_path, f"{args.set_name}.json")
-    if not os.path.isfile(json_path):
-        found = sorted(name[:-len(".json")] for name in os.listdir(args.coco_path)
-                       if name.endswith(".json")) if os.path.isdir(args.coco_path) else []
-        parser.error(f"--set_name {args.set_name}: no such file {json_path}; sets found: {', '.join(found) or 'none'}")
+    options.resolve_set_or_error(parser, args)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    options.check_set_or_exit(args.coco_path, args.set_name)
+    options.check_set_or_exit(args.coco_path, args.set_name, args.set_json, args.set_images)
     detector = deploy_cli.load_detector_or_exit(args, min_side=args.min_side, max_side=args.max_side,
                                                 expected_depth=args.depth)
-    dataset = CocoDetection(args.coco_path, args.set_name, detector.transform, skip_unreadable=True)
+    dataset = CocoDetection(args.coco_path, args.set_name, detector.transform, skip_unreadable=True,
+                            json_path=args.set_json, image_dir=args.set_images)
     if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "
                          f"trained on {detector.class_names}")

@@ -1,9 +1,13 @@
 """Check a COCO detection results file against a dataset split, then score it when possible.
 
     python test_submission.py --coco_path ./data --set_name val --results val_bbox_results.json
+    python test_submission.py --coco_path path/to/roboflow_export --set_name valid --results valid_bbox_results.json
+
+The ground truth is the set --set_name found under --coco_path in any layout train.py reads
+(retinanet/data/layout.py), or the file --ground_truth.
 
 Exit status: 0 the file is well-formed (and scored when the set has annotations);
-1 the file has problems, all of them listed; 2 the results or ground-truth file cannot be read,
+1 the file has problems, all of them listed; 2 the results or ground-truth file cannot be read or found,
 or the ground truth breaks the dataset check's rules for the JSON (each problem is listed).
 """
 import argparse
@@ -11,6 +15,7 @@ import os
 import sys
 
 
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.evaluation.coco_eval import (
     EVALUATORS,
     GroundTruthError,
@@ -25,10 +30,13 @@ from retinanet.evaluation.results_check import DEFAULT_MAX_BYTES, SubmissionErro
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--coco_path", default="./data", help="dataset root holding {set_name}.json")
-    data.add_argument("--set_name", default="val", choices=("val", "test", "train"), help="split to check against")
+    data.add_argument("--coco_path", default="./data",
+                      help="dataset root, in any layout train.py reads (default: ./data)")
+    data.add_argument("--set_name", default="val",
+                      help="set to check against: val, test, train, Roboflow's valid or any set under --coco_path "
+                           "(default: val)")
     data.add_argument("--ground_truth", default=None, metavar="JSON",
-                      help="score against this COCO JSON instead of {coco_path}/{set_name}.json (for example "
+                      help="score against this COCO JSON instead of the set found under --coco_path (for example "
                            "the held-out labels of a test set, data/test_ground_truth.json for the synthetic data)")
     data.add_argument("--results", default=None,
                       help="COCO results JSON (default: {set_name}_bbox_results.json in the current directory)")
@@ -40,10 +48,22 @@ def get_args_parser():
     return parser
 
 
+def ground_truth_path(args):
+    """--ground_truth, else the annotation file of --set_name under --coco_path in any layout.
+    Raises GroundTruthError naming every path looked for and the sets found."""
+    if args.ground_truth:
+        return args.ground_truth
+    try:
+        return resolve_set(args.coco_path, args.set_name).json_path
+    except SetNotFoundError as error:
+        raise GroundTruthError(f"{error.looked_for[0]}: ground-truth file not found (set '{args.set_name}' is in no "
+                               f"known layout under {args.coco_path}); {error.search}") from None
+
+
 def main(args):
-    gt_path = args.ground_truth or os.path.join(args.coco_path, f"{args.set_name}.json")
     results_path = args.results or f"{args.set_name}_bbox_results.json"
     try:
+        gt_path = ground_truth_path(args)
         gt_dict = load_gt_json(gt_path)
         results = load_results_file(results_path, max_bytes=args.max_bytes)
     except (GroundTruthError, SubmissionError) as error:

@@ -1,6 +1,11 @@
 """Train RetinaNet on a COCO-format dataset and evaluate it on the validation set.
 
     python train.py --coco_path ./data --depth 50 --epochs 20
+    python train.py --coco_path path/to/roboflow_export --val_set valid
+    python train.py --train_json cvat/train.json --train_images cvat/images --val_json cvat/val.json --val_images cvat/images
+
+The sets are found under --coco_path in any known layout (retinanet/data/layout.py: ours, COCO's
+own, Roboflow's) or read from --train_json / --val_json with their image folders.
 
 Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run name>/ and the
 console output to log/<run name>.log. See README.md for every flag.

@@ -2,12 +2,15 @@
 
     python vis.py --set_name val --checkpoint_path output/<run>/model_final.pt --num_images 8
     python vis.py --set_name val --results val_bbox_results.json --image_ids 3 17
+    python vis.py --coco_path path/to/roboflow_export --set_name valid --checkpoint_path output/<run>/model_final.pt
     python vis.py --images my_photos/ --checkpoint_path output/<run>/model_final.pt
     python vis.py --images my_photos/ --checkpoint_path output/<run>/model_final.pt --backend onnxruntime
 
-Ground truth is drawn in green, predictions in red with their scores. With --images, any image
-files are run through the checkpoint (class names come from the checkpoint) and their
-predictions are also written as a COCO-style results JSON.
+Ground truth is drawn in green, predictions in red with their scores. The set is found under
+--coco_path in any layout train.py reads (retinanet/data/layout.py), or read from --set_json (and
+--set_images) for any other layout. With --images, any image files are run through the
+checkpoint (class names come from the checkpoint) and their predictions are also written as a
+COCO-style results JSON.
 
 Predictions are drawn from --score_threshold up. Without that flag, the best-F1 threshold of the
 --set_name's analysis (``{set}_analysis.json``, written by test.py or tools/analyze.py) is used
@@ -46,10 +49,11 @@ DECODE_THRESHOLD = 0.05
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[options.device_parent(inference=True), options.decoding_parent(),
-                                              deploy_cli.backend_parent()])
+                                              deploy_cli.backend_parent(), options.set_files_parent()])
     parser.set_defaults(score_threshold=None)
     source = parser.add_argument_group("what to draw")
-    source.add_argument("--coco_path", default="./data", help="dataset root (default: ./data)")
+    source.add_argument("--coco_path", default="./data",
+                        help="dataset root, in any layout train.py reads (default: ./data)")
     source.add_argument("--set_name", default="val", help="set whose images and ground truth to draw (default: val)")
     source.add_argument("--images", nargs="+", default=None, metavar="PATH",
                         help="image files or folders outside any COCO set (needs --checkpoint_path)")
@@ -74,8 +78,10 @@ def parse_args(argv=None):
     args.workers = options.inference_workers(args.workers, args.device)
     if args.images and not args.checkpoint_path:
         parser.error("--images needs --checkpoint_path")
-    for flag in ("results", "checkpoint_path"):
+    for flag in ("results", "checkpoint_path", "set_json"):
         options.check_existing_file(parser, getattr(args, flag), f"--{flag}")
+    if args.set_images is not None:
+        options.check_existing_dir(parser, args.set_images, "--set_images")
     return args
 
 
@@ -142,10 +148,11 @@ def choose_image_ids(dataset, args):
 
 def dataset_predictions(args):
     """Ground truth of the chosen images and their predictions (checkpoint or results file)."""
-    options.check_set_or_exit(args.coco_path, args.set_name)
+    options.check_set_or_exit(args.coco_path, args.set_name, args.set_json, args.set_images)
     detector = deploy_cli.load_detector_or_exit(args) if args.checkpoint_path else None
     transform = detector.transform if detector else EvalTransform()
-    dataset = CocoDetection(args.coco_path, args.set_name, transform)
+    dataset = CocoDetection(args.coco_path, args.set_name, transform, json_path=args.set_json,
+                            image_dir=args.set_images)
     results = load_checked_results(args.results, dataset) if args.results and detector is None else []
     dataset.restrict_to(choose_image_ids(dataset, args))
     names = dict(zip(dataset.label_to_category_id, dataset.class_names))

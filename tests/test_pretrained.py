@@ -110,7 +110,9 @@ def test_imagenet_weights_come_from_the_cache_and_set_the_fine_tuning_defaults(s
     finally:
         trainer.close()
     log = (tmp_path / "log" / "imagenet.log").read_text().splitlines()
-    assert log[2].startswith("start: ImageNet weights for ResNet-18") and "stages trained: 3 of 5" in log[2]
+    # The header (run, precision, augmentation), then the start line.
+    assert log[1].startswith("precision:") and log[2].startswith("augmentation:")
+    assert log[3].startswith("start: ImageNet weights for ResNet-18") and "stages trained: 3 of 5" in log[3]
 
 
 def test_imagenet_weights_of_another_depth_are_refused_in_one_line(shapes_data, tmp_path, monkeypatch, capsys):

@@ -1,15 +1,29 @@
 """Check COCO-format dataset sets before training and print what is wrong with them.
 
     python tools/check_dataset.py --coco_path ./data --set_name train val
+    python tools/check_dataset.py --coco_path path/to/roboflow_export --set_name train valid
+
+A set is found under --coco_path in any layout train.py reads (retinanet/data/layout.py): ours
+({set}.json and images/{set}/), COCO's own (annotations/instances_{set}.json and {set}/) or
+Roboflow's ({set}/_annotations.coco.json beside the images).
 
 Exits with 0 when every set is usable (fixes the data loader applies are listed with their
 counts) and with 2 when a set is unusable.
+
+After the check, each usable set's boxes, resized as train.py resizes them (--min_side,
+--max_side), are summarised per class (sizes, h/w, boxes per image) with the anchor coverage:
+the share of boxes whose best anchor reaches --positive_iou with the anchors of the --anchor_*
+flags. Under 95% the report says why boxes are missed and proposes anchor flags, with the
+coverage each reaches. --output_dir also writes {set}_box_sizes.png, the box-size histogram per
+class with the anchor sizes marked.
 """
 import argparse
+import os
 import sys
 
 
 from retinanet.data.check import check_dataset
+from retinanet.models.anchor_options import add_anchor_arguments, add_assignment_arguments, iou_threshold_problem
 
 EXIT_UNUSABLE = 2
 
@@ -29,7 +43,7 @@ def positive_int(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coco_path", default="./data",
-                        help="dataset root holding {set}.json and images/{set}/ (default: ./data)")
+                        help="dataset root, in any layout train.py reads (default: ./data)")
     parser.add_argument("--set_name", nargs="+", default=["train", "val"],
                         help="one or more sets to check (default: train val)")
     parser.add_argument("--no_images", action="store_true",
@@ -38,7 +52,25 @@ def parse_args(argv=None):
                         help="threads reading image headers (default: 16)")
     parser.add_argument("--max_lines", type=positive_int, default=50,
                         help="most problems quoted per set; all are counted (default: 50)")
-    return parser.parse_args(argv)
+    stats = parser.add_argument_group("box statistics and anchor coverage (as train.py's flags)")
+    stats.add_argument("--min_side", type=positive_int, default=None,
+                       help="resize so the short side has this length (default: train.py's)")
+    stats.add_argument("--max_side", type=positive_int, default=None,
+                       help="...unless the long side would exceed this (default: train.py's)")
+    add_anchor_arguments(stats)
+    add_assignment_arguments(stats)
+    stats.add_argument("--low_quality_matches", choices=("on", "off"), default="on",
+                       help="as train.py's: whether boxes without an anchor at --positive_iou still train on their "
+                            "best anchor; changes only the report's wording (default: on)")
+    stats.add_argument("--output_dir", default=None,
+                       help="also write {set}_box_sizes.png, the box-size histogram, into this folder (default: none)")
+    args = parser.parse_args(argv)
+    if iou_threshold_problem(args.positive_iou, args.negative_iou):
+        parser.error(iou_threshold_problem(args.positive_iou, args.negative_iou))
+    if args.min_side is not None and args.max_side is not None and args.min_side > args.max_side:
+        parser.error(f"--min_side {args.min_side} is larger than --max_side {args.max_side}")
+    args.low_quality_matches = args.low_quality_matches == "on"
+    return args
 
 
 def main(argv=None):
@@ -50,10 +82,31 @@ def main(argv=None):
         print(report.format(max_lines=args.max_lines), end="\n\n")
         if not report.ok:
             unusable.append(set_name)
+        else:
+            print_box_statistics(args, set_name)
     if unusable:
         print(f"unusable sets: {', '.join(unusable)}", file=sys.stderr)
         return EXIT_UNUSABLE
     return 0
+
+
+def print_box_statistics(args, set_name):
+    """Print a usable set's box statistics and anchor coverage; write the histogram with --output_dir.
+    torch and matplotlib are loaded only here, so that the check itself starts fast."""
+    from retinanet.data.box_stats import dataset_report_lines, load_resized_boxes
+    from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
+    min_side, max_side = args.min_side or DEFAULT_MIN_SIDE, args.max_side or DEFAULT_MAX_SIDE
+    if min_side > max_side:
+        raise SystemExit(f"error: --min_side {min_side} is larger than --max_side {max_side}")
+    resized = load_resized_boxes(args.coco_path, set_name, min_side, max_side)
+    lines, coverage = dataset_report_lines(resized, args)
+    print("\n".join(lines), end="\n\n")
+    if args.output_dir and len(resized.boxes):
+        from retinanet.data.box_stats_plots import box_sizes_path, plot_box_sizes
+        os.makedirs(args.output_dir, exist_ok=True)
+        path = box_sizes_path(args.output_dir, set_name)
+        plot_box_sizes(resized, coverage, path)
+        print(f"box-size histogram: {path}", end="\n\n")
 
 
 if __name__ == "__main__":

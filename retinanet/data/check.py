@@ -1,14 +1,16 @@
 """Validation of a COCO-format dataset, and the box rule the data loader shares with it.
 
-``check_dataset(root, set_name)`` reads ``{root}/{set_name}.json`` and the images in
-``{root}/images/{set_name}/`` and returns a DatasetReport listing every problem it finds,
-each naming the file, the id and the reason. Problems are of two classes:
+``check_dataset(root, set_name)`` reads the set's COCO JSON and its images, found under ``root`` in
+any layout of ``data.layout`` (ours: ``{root}/{set_name}.json`` and ``{root}/images/{set_name}/``)
+or given as explicit paths, and returns a DatasetReport listing every problem it finds, each
+naming the file, the id and the reason. Problems are of two classes:
 
-- errors make the set unusable until the dataset is fixed: a JSON file that is missing, too
-  large or unparsable, missing keys or wrong types, duplicate or unknown ids, an empty set,
-  image files that are missing, damaged or of another size than the JSON says, file names
-  that are absolute or lead out of ``images/{set_name}/``, and boxes that are not four finite
-  numbers, have a negative size or lie entirely outside the image;
+- errors make the set unusable until the dataset is fixed: a JSON file that is missing (in every
+  layout: the problem names each path looked for and the sets found), too large or unparsable,
+  missing keys or wrong types, duplicate or unknown ids, an empty set, image files that are
+  missing, damaged or of another size than the JSON says, file names that are absolute or lead
+  out of the set's image folder (sub-folders inside it are fine), and boxes that are not four
+  finite numbers, have a negative size or lie entirely outside the image;
 - fixes are applied by the data loader and only counted: boxes partly outside the image are
   clipped to it, boxes under 1 px wide or high after clipping are skipped, and crowd regions
   (``iscrowd=1``) are skipped from training.
@@ -27,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from retinanet.data.image_io import ImageReadError, verify_image_file
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
 from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
@@ -78,30 +81,39 @@ def sanitize_box(bbox_xywh, width, height):
     return check_box(bbox_xywh, width, height).box
 
 
-def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16):
-    """Check ``{root}/{set_name}.json`` and its images; return a DatasetReport of every problem.
+def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16,
+                  json_path=None, image_dir=None):
+    """Check the set ``set_name`` under ``root`` (or the explicit ``json_path`` and ``image_dir``,
+    as ``data.layout.resolve_set`` finds them) and its images; return a DatasetReport of every problem.
 
     ``check_images=False`` skips the image files. Image headers are read by ``num_threads``
     threads; files are decoded only when their end marker is missing or their format has none.
     """
-    json_path = os.path.join(root, f"{set_name}.json")
-    report = DatasetReport(set_name, json_path)
-    data = _load_json(json_path, max_json_bytes, report)
+    try:
+        files = resolve_set(root, set_name, json_path, image_dir)
+    except SetNotFoundError as error:
+        report = DatasetReport(set_name, error.looked_for[0])
+        report.add("json_missing", "annotation file not found" if json_path is not None else
+                   f"annotation file not found in any known layout under {root}; {error.search}")
+        return report
+    report = DatasetReport(set_name, files.json_path)
+    data = _load_json(files.json_path, max_json_bytes, report)
     if data is None:
         return report
-    images = check_coco_dict(data, report)
+    images = check_coco_dict(data, report, files.image_dir)
     if check_images and images:
-        _check_image_files(os.path.join(root, "images", set_name), images, report, num_threads)
+        _check_image_files(files.image_dir, images, report, num_threads)
     return report
 
 
-def check_coco_dict(data, report):
+def check_coco_dict(data, report, image_dir=None):
     """Check a parsed COCO dict's lists and entries into ``report`` (no image file is read).
 
+    ``image_dir``: the folder the file names are relative to, named in messages when given.
     Returns {image id: (file_name, width, height)} of the images with a valid id, or None
     when there is no ``images`` list.
     """
-    images = _check_image_entries(_top_level_list(data, "images", report), report)
+    images = _check_image_entries(_top_level_list(data, "images", report), report, image_dir)
     category_entries = _top_level_list(data, "categories", report)
     categories = _check_categories(category_entries, report)
     if "annotations" not in data:
@@ -113,9 +125,10 @@ def check_coco_dict(data, report):
     return images
 
 
-def validate_or_raise(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16):
+def validate_or_raise(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16,
+                      json_path=None, image_dir=None):
     """Run check_dataset; raise DatasetError when the set is unusable, else return the report."""
-    report = check_dataset(root, set_name, check_images, max_json_bytes, num_threads)
+    report = check_dataset(root, set_name, check_images, max_json_bytes, num_threads, json_path, image_dir)
     if not report.ok:
         raise DatasetError(report)
     return report
@@ -163,7 +176,7 @@ def _top_level_list(data, key, report):
     return data[key]
 
 
-def _check_image_entries(entries, report):
+def _check_image_entries(entries, report, image_dir=None):
     """Return {image id: _ImageEntry} of the images with a valid id, or None without a list."""
     if entries is None:
         return None
@@ -187,7 +200,8 @@ def _check_image_entries(entries, report):
         elif _leaves_image_folder(file_name):
             report.add("image_path_outside",
                        f"image {image_id}: file_name {short_repr(file_name)} is absolute or leaves "
-                       f"images/{report.set_name}/; names must be relative paths inside it", item_id=image_id)
+                       f"{os.path.join(image_dir, '') if image_dir else 'the image folder'}; names must be relative "
+                       "paths inside it (sub-folders are fine)", item_id=image_id)
             file_name = None
         sizes = []
         for key in ("width", "height"):

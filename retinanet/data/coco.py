@@ -1,9 +1,12 @@
 """COCO-format detection data.
 
-Layout: ``{root}/{set_name}.json`` (COCO instances) with images in ``{root}/images/{set_name}/``.
+Files: a COCO instances JSON and the folder its ``file_name``s are relative to, found under a
+dataset root in any layout of ``data.layout`` (ours: ``{root}/{set_name}.json`` with images in
+``{root}/images/{set_name}/``; COCO's own; Roboflow's) or given as explicit paths.
 
 The data contract, used everywhere in this package. A sample is ``(image, target)``:
-- ``image``: float32 tensor (3, H, W), resized (``transforms.py``) and ImageNet-normalised;
+- ``image``: float32 tensor (3, H, W), resized (``transforms.py``; training also augments, ``augment.py``)
+  and ImageNet-normalised;
 - ``target``: dict with ``boxes`` float32 (N, 4) xyxy in resized-image pixels, ``labels`` int64
   (N,) contiguous in [0, num_classes), ``image_id`` (the COCO id), ``orig_size`` (height, width)
   of the file, ``size`` (height, width) after resizing and ``scale`` (resized / original).
@@ -23,18 +26,20 @@ from torch.utils.data import Dataset
 
 from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
 from retinanet.data.image_io import ImageReadError, load_image_rgb
+from retinanet.data.layout import DatasetLoadError, resolve_set
 
-
-class DatasetLoadError(ValueError):
-    """A dataset file cannot be loaded at all (too large, nested too deeply); the message names it."""
+__all__ = ["CocoDetection", "DatasetLoadError"]
 
 
 class CocoDetection(Dataset):
-    def __init__(self, root, set_name, transform, skip_unreadable=False, max_json_bytes=MAX_JSON_BYTES):
+    """The set ``set_name`` under ``root`` (any layout of ``data.layout``), or the explicit ``json_path``
+    and ``image_dir``. Raises DatasetLoadError (SetNotFoundError when no layout holds the set)."""
+
+    def __init__(self, root, set_name, transform, skip_unreadable=False, max_json_bytes=MAX_JSON_BYTES,
+                 json_path=None, image_dir=None):
         self.root = root
         self.set_name = set_name
-        self.json_path = os.path.join(root, f"{set_name}.json")
-        self.image_dir = os.path.join(root, "images", set_name)
+        self.json_path, self.image_dir, self.layout = resolve_set(root, set_name, json_path, image_dir)
         self.transform = transform
         self.skip_unreadable = skip_unreadable
         size = os.path.getsize(self.json_path)
@@ -111,10 +116,14 @@ class CocoDetection(Dataset):
             print(f"warning: skipping image id {info['id']}: {error}", file=sys.stderr)
             return None
         rng = np.random.default_rng(seed) if seed is not None else None
-        tensor, boxes, scale = self.transform(image, self._boxes[index], rng)
+        boxes, labels = self._boxes[index], self._labels[index]
+        if getattr(self.transform, "takes_labels", False):  # augmentation may drop boxes; their labels go too
+            tensor, boxes, labels, scale = self.transform(image, boxes, labels, rng)
+        else:
+            tensor, boxes, scale = self.transform(image, boxes, rng)
         target = {
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
-            "labels": torch.from_numpy(self._labels[index]),
+            "labels": torch.from_numpy(labels),
             "image_id": int(info["id"]),
             "orig_size": tuple(image.shape[:2]),
             "size": tuple(tensor.shape[-2:]),

@@ -3,8 +3,8 @@
 ``open_exported(path, backend)`` gives an object that takes a padded batch (B, 3, H, W), H and W
 multiples of 32, and returns the dict ``RetinaNet.forward`` returns: the runtime computes
 ``cls_logits`` (B, N, K) and ``box_deltas`` (B, N, 4); ``anchors`` (N, 4), ``level_sizes`` and
-``box_coding_std`` are rebuilt here from the input size and the file's model options, by the
-same ``AnchorGenerator`` the network uses. ``PostProcessor`` then decodes it as for PyTorch.
+``box_coding_std`` are rebuilt here from the input size and the file's model options (anchor
+layout, sizes, scales and ratios), by the same ``AnchorGenerator`` the network uses. ``PostProcessor`` then decodes it as for PyTorch.
 Both runtimes run on the CPU in float32 (OpenVINO's bfloat16 default is turned off) with as many
 threads as PyTorch uses.
 """
@@ -31,7 +31,7 @@ class ExportedModel:
         self.path = path
         self.metadata = metadata or read_metadata(path)
         options = self.metadata["model_options"]
-        self.anchor_generator = AnchorGenerator(layout=options.get("anchor_layout", "centred"))
+        self.anchor_generator = AnchorGenerator.from_options(options)  # the saved layout, sizes, scales, ratios
         self.box_coding_std = tuple(float(value) for value in options["box_coding_std"])
         self.num_classes = len(self.metadata["class_names"])
         self.open(runtime, threads or torch.get_num_threads())

@@ -5,8 +5,9 @@ Keys (values are strings; lists and dicts are JSON):
 - ``class_names``, ``category_ids``: one entry per contiguous label;
 - ``min_side``, ``max_side``: the resize used in training (``data.transforms``);
 - ``mean``, ``std``: the per-channel normalisation of RGB values scaled to [0, 1];
-- ``model_options``: ``models.retinanet.model_options`` of the checkpoint (anchor layout and box
-  coding are needed to decode; the rest documents the network);
+- ``model_options``: ``models.retinanet.model_options`` of the checkpoint (the anchor layout,
+  sizes, scales and ratios and the box coding are needed to decode; the rest documents the
+  network); files from before the anchor options lack those, which then take their defaults;
 - ``source_sha256``: the checkpoint's SHA-256, so that a cached export of a changed checkpoint is redone;
 - ``precision``: ``float32`` or ``int8``; an int8 file also has ``calibration`` (JSON: the set,
   number of images, seed and image sizes it was calibrated with) and ``float_sha256``, the SHA-256
@@ -17,6 +18,7 @@ import json
 
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from retinanet.deploy.extras import import_extras
+from retinanet.models.anchor_options import anchor_option_rules
 
 FORMAT = "retinanet-onnx-1"
 JSON_KEYS = ("class_names", "category_ids", "mean", "std", "model_options", "calibration")
@@ -87,7 +89,17 @@ def decode(raw, path):
     if len(values["class_names"]) != len(values["category_ids"]):
         raise ExportedModelError(f"{path}: metadata has {len(values['class_names'])} class names but "
                                  f"{len(values['category_ids'])} category ids")
+    check_model_options(values["model_options"], path)
     return values
+
+
+def check_model_options(options, path):
+    """Refuse model_options that are not a dict, or whose anchor options could not rebuild the anchors."""
+    if not isinstance(options, dict):
+        raise ExportedModelError(f"{path}: metadata model_options must be a JSON object, got {type(options).__name__}")
+    for name, rule, follows in anchor_option_rules(options):
+        if not follows:
+            raise ExportedModelError(f"{path}: metadata model_options {name} is {options[name]!r}; it {rule}")
 
 
 def file_sha256(path, chunk_bytes=1 << 20):

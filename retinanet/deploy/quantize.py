@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retinanet.data.coco import CocoDetection
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.loader import collate
 from retinanet.data.transforms import EvalTransform
 from retinanet.deploy.backends import INPUT_NAME
@@ -23,19 +24,20 @@ from retinanet.deploy.metadata import encode, file_sha256, set_metadata
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where int8 calibration images come from: ``num_images`` of the COCO set ``{coco_path}/{set_name}.json``,
-    the first ones of a shuffle seeded with ``seed``."""
+    """Where int8 calibration images come from: ``num_images`` of the set ``set_name`` under ``coco_path``
+    (any layout of ``data.layout``), the first ones of a shuffle seeded with ``seed``."""
     coco_path: str
     set_name: str = "train"
     num_images: int = 32
     seed: int = 0
 
     def check(self):
-        """ValueError in one line when the calibration set's file is missing."""
-        json_path = os.path.join(self.coco_path, f"{self.set_name}.json")
-        if not os.path.isfile(json_path):
-            raise ValueError(f"int8 calibration: {json_path}: no such file; point --coco_path and --calibration_set "
-                             "at the training images")
+        """ValueError in one line, naming the paths looked for, when no layout holds the calibration set."""
+        try:
+            resolve_set(self.coco_path, self.set_name)
+        except SetNotFoundError as error:
+            raise ValueError(f"int8 calibration: {error}; point --coco_path and --calibration_set at the training "
+                             "images") from None
 
     def describe(self, min_side, max_side):
         """What the calibration depends on, as stored in an int8 file's metadata."""

@@ -1,7 +1,8 @@
 """Anchor boxes for pyramid levels P3-P7.
 
-Level ``l`` has stride ``2**l`` and base size ``4 * 2**l`` (32 on P3 ... 512 on P7); every
-location gets ``len(ratios) * len(scales)`` anchors (9 by default). Anchors are ordered level
+Level ``l`` has stride ``2**l`` and a base size, by default ``4 * 2**l`` (32 on P3 ... 512 on P7;
+``sizes`` / ``--anchor_sizes``); every location gets ``len(ratios) * len(scales)`` anchors (9 by
+default). The defaults and the flags that change them are in ``anchor_options.py``. Anchors are ordered level
 by level, then row-major over locations, then anchor index (ratio-major, then scale): the
 same order in which the heads flatten their outputs.
 
@@ -17,9 +18,10 @@ import math
 import torch
 from torch import nn
 
+from retinanet.models.anchor_options import (DEFAULT_RATIOS, DEFAULT_SCALES, DEFAULT_SIZES, NUM_LEVELS,
+                                            check_anchor_values)
+
 DEFAULT_LEVELS = (3, 4, 5, 6, 7)
-DEFAULT_RATIOS = (0.5, 1.0, 2.0)
-DEFAULT_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ANCHOR_LAYOUTS = ("centred", "torchvision")
 
 
@@ -45,19 +47,39 @@ def torchvision_cell_anchors(base_size, ratios, scales):
 
 
 class AnchorGenerator(nn.Module):
-    """Builds (and caches) the anchors for a set of feature-map sizes."""
+    """Builds (and caches) the anchors for a set of feature-map sizes.
 
-    def __init__(self, levels=DEFAULT_LEVELS, ratios=DEFAULT_RATIOS, scales=DEFAULT_SCALES, layout="centred"):
+    sizes: one base size per level (default 4 x the stride: 32 ... 512); ratios (height / width)
+    and scales as in ``anchor_options``; ``cells`` holds each level's (A, 4) anchors centred on its
+    cell's origin and ``offset`` where, in strides, a cell's anchors are centred."""
+
+    def __init__(self, levels=DEFAULT_LEVELS, ratios=DEFAULT_RATIOS, scales=DEFAULT_SCALES, layout="centred",
+                 sizes=None):
         super().__init__()
         if layout not in ANCHOR_LAYOUTS:
             raise ValueError(f"unknown anchor layout {layout!r}; choose one of {ANCHOR_LAYOUTS}")
         self.levels = tuple(levels)
         self.strides = tuple(2 ** level for level in self.levels)
-        self.num_anchors = len(ratios) * len(scales)
+        self.sizes = tuple(float(size) for size in sizes) if sizes is not None else tuple(4.0 * s for s in self.strides)
+        self.ratios, self.scales = tuple(float(r) for r in ratios), tuple(float(s) for s in scales)
+        if len(self.sizes) != len(self.levels):
+            raise ValueError(f"anchor_sizes: {len(self.sizes)} sizes for {len(self.levels)} levels")
+        if len(self.levels) == NUM_LEVELS:  # the P3-P7 pyramid that the anchor options describe
+            check_anchor_values(list(self.sizes), list(self.scales), list(self.ratios))
+        self.num_anchors = len(self.ratios) * len(self.scales)
         make_cell = torchvision_cell_anchors if layout == "torchvision" else cell_anchors
-        self._cells = [make_cell(4 * stride, ratios, scales) for stride in self.strides]
-        self._offset = 0.0 if layout == "torchvision" else 0.5
+        self.cells = [make_cell(size, self.ratios, self.scales) for size in self.sizes]
+        self.offset = 0.0 if layout == "torchvision" else 0.5
         self._cache = {}
+
+    @classmethod
+    def from_options(cls, options):
+        """The generator of a model-options dict (``models.retinanet.model_options``, or an exported
+        file's metadata); anchor options it lacks take their defaults, as for older checkpoints."""
+        def get(name, default):
+            return default if options.get(name) is None else options[name]
+        return cls(ratios=get("anchor_ratios", DEFAULT_RATIOS), scales=get("anchor_scales", DEFAULT_SCALES),
+                   layout=get("anchor_layout", "centred"), sizes=get("anchor_sizes", DEFAULT_SIZES))
 
     def forward(self, feature_sizes, device, dtype=torch.float32):
         """feature_sizes: one (height, width) per level -> anchors (sum_l H_l * W_l * A, 4)."""
@@ -65,8 +87,8 @@ class AnchorGenerator(nn.Module):
         anchors = self._cache.get(key)
         if anchors is None:
             anchors = torch.cat(
-                [self._level_anchors(cell, stride, size, device, dtype, self._offset)
-                 for cell, stride, size in zip(self._cells, self.strides, feature_sizes)]
+                [self._level_anchors(cell, stride, size, device, dtype, self.offset)
+                 for cell, stride, size in zip(self.cells, self.strides, feature_sizes)]
             )
             if len(self._cache) > 64:  # many distinct image sizes: keep memory bounded
                 self._cache.clear()

@@ -1,7 +1,8 @@
 """Focal loss for classification and smooth-L1 loss for boxes, with IoU anchor assignment.
 
-Assignment: an anchor whose best IoU with a ground-truth box is >= ``positive_iou`` (0.5) is a
-positive for that box; below ``negative_iou`` (0.4) it is background; in between it is ignored.
+Assignment: an anchor whose best IoU with a ground-truth box is >= ``positive_iou`` (0.5,
+``--positive_iou``) is a positive for that box; below ``negative_iou`` (0.4, ``--negative_iou``)
+it is background; in between it is ignored.
 Both losses are summed per image, divided by that image's number of positives (at least 1),
 then averaged over the batch. An image without boxes therefore trains classification as all
 background and contributes exactly zero box loss. Everything is vectorised over the batch.
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retinanet.models import box_coding as box_ops
+from retinanet.models.anchor_options import iou_threshold_problem
 
 
 def focal_loss(logits, targets, alpha=0.25, gamma=2.0):
@@ -64,6 +66,9 @@ class RetinaNetLoss(nn.Module):
     def __init__(self, alpha=0.25, gamma=2.0, positive_iou=0.5, negative_iou=0.4, smooth_l1_beta=1.0 / 9,
                  low_quality_matches=False):
         super().__init__()
+        problem = iou_threshold_problem(positive_iou, negative_iou)
+        if problem:
+            raise ValueError(problem)
         self.low_quality_matches = low_quality_matches
         self.alpha = alpha
         self.gamma = gamma

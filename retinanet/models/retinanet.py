@@ -5,6 +5,7 @@ detections (``postprocess.py``) are separate, so training, evaluation and benchm
 """
 from torch import nn
 
+from retinanet.models.anchor_options import DEFAULT_RATIOS, DEFAULT_SCALES, DEFAULT_SIZES
 from retinanet.models.anchors import AnchorGenerator
 from retinanet.models.backbone import ResNet
 from retinanet.models.box_coding import BOX_CODING_STD
@@ -17,14 +18,17 @@ HEAD_NORM_CHOICES = ("none", "gn")
 class RetinaNet(nn.Module):
     def __init__(self, num_classes, depth=50, norm="gn", head_norm="gn", fpn_channels=256, prior=0.01,
                  head_init="normal", fpn_norm=None, p6_from="c5", anchor_layout="centred",
-                 box_coding_std=BOX_CODING_STD, bn_eps=1e-5):
+                 box_coding_std=BOX_CODING_STD, bn_eps=1e-5, anchor_sizes=DEFAULT_SIZES, anchor_scales=DEFAULT_SCALES,
+                 anchor_ratios=DEFAULT_RATIOS):
         """head_init: ``normal`` (std 0.01 towers) or ``kaiming`` (He-initialised FPN and towers,
         zero output weights); it only sets the starting weights, so checkpoints need not record it.
 
         The other options shape the network and are saved with it (``MODEL_OPTION_DEFAULTS``):
         fpn_norm (``none`` or ``gn``; None: as ``head_norm``), p6_from (``c5`` or ``p5``),
-        anchor_layout (``centred`` or ``torchvision``), box_coding_std (4 numbers) and bn_eps (the
-        backbone's BatchNorm epsilon). Their defaults are this project's network; torchvision's
+        anchor_layout (``centred`` or ``torchvision``), box_coding_std (4 numbers), bn_eps (the
+        backbone's BatchNorm epsilon) and anchor_sizes / anchor_scales / anchor_ratios (5 base
+        sizes and the per-location shapes, ``anchor_options``; the heads predict
+        len(ratios) x len(scales) anchors per location). Their defaults are this project's network; torchvision's
         COCO RetinaNets need other values (``models.transfer.TORCHVISION_VARIANTS``)."""
         super().__init__()
         fpn_norm = head_norm if fpn_norm is None else fpn_norm
@@ -37,7 +41,8 @@ class RetinaNet(nn.Module):
         self.backbone = ResNet(depth, norm, bn_eps)
         self.fpn = FeaturePyramid(self.backbone.out_channels, fpn_channels, fpn_norm == "gn",
                                   init="kaiming" if head_init == "kaiming" else "uniform", p6_from=p6_from)
-        self.anchor_generator = AnchorGenerator(layout=anchor_layout)
+        self.anchor_generator = AnchorGenerator(ratios=anchor_ratios, scales=anchor_scales, layout=anchor_layout,
+                                                sizes=anchor_sizes)
         num_anchors = self.anchor_generator.num_anchors
         self.classification_head = ClassificationHead(fpn_channels, num_anchors, num_classes, prior, use_group_norm,
                                                       head_init)
@@ -67,7 +72,8 @@ class RetinaNet(nn.Module):
 MODEL_ARG_NAMES = ("depth", "norm", "head_norm", "fpn_channels", "prior")
 # ...and these when they differ from the network this project trains (older checkpoints lack them).
 MODEL_OPTION_DEFAULTS = {"fpn_norm": None, "p6_from": "c5", "anchor_layout": "centred",
-                         "box_coding_std": list(BOX_CODING_STD), "bn_eps": 1e-5}
+                         "box_coding_std": list(BOX_CODING_STD), "bn_eps": 1e-5, "anchor_sizes": list(DEFAULT_SIZES),
+                         "anchor_scales": list(DEFAULT_SCALES), "anchor_ratios": list(DEFAULT_RATIOS)}
 
 
 def model_options(args):

@@ -13,6 +13,7 @@ import random
 import numpy as np
 import torch
 
+from retinanet.models.anchor_options import anchor_option_rules
 from retinanet.models.anchors import ANCHOR_LAYOUTS
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, describe_load_error
 from retinanet.models.fpn import P6_SOURCES
@@ -70,7 +71,8 @@ def check_model_description(checkpoint, path="checkpoint"):
     range: ``args`` (a dict), its MODEL_ARG_NAMES (depth in RESNET_LAYOUTS, norm in NORM_CHOICES,
     head_norm in HEAD_NORM_CHOICES, fpn_channels a positive multiple of 32, at least 64 with
     head_norm gn, prior in (0, 1)), ``min_side`` / ``max_side`` and MODEL_OPTION_DEFAULTS' names
-    when present (positive integers; known choices, 4 positive numbers, an epsilon in [0, 1]),
+    when present (positive integers; known choices, 4 positive numbers, an epsilon in [0, 1], anchor
+    sizes, scales and ratios as ``anchor_options.anchor_value_problems`` accepts them),
     ``class_names`` (a non-empty list of strings) and ``category_ids`` when present (as many
     integers as there are names).
     """
@@ -124,7 +126,7 @@ def _model_arg_rules(args):
             value = args[name]
             rules.append((name, rule, (isinstance(value, str) or name in ("box_coding_std", "bn_eps"))
                           and follows(value)))
-    return rules
+    return rules + anchor_option_rules(args)
 
 
 def load_model_weights(model, state_dict, path="checkpoint"):

@@ -151,7 +151,8 @@ def _set_up(args, start_lr, log):
     model, _ = place_model(model, args, device, world_size=1)
     for line in [f"start: {start.description}"] + start_lines + weight_lines + [f"device {device}, {precision}"]:
         log(line)
-    criterion = RetinaNetLoss(args.alpha, args.gamma, low_quality_matches=args.low_quality_matches)
+    criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
+                              low_quality_matches=args.low_quality_matches)
     optimizer = build_optimizer(model.parameters(), args.optimizer, start_lr, args.weight_decay, args.momentum)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     return model, loader, criterion, optimizer, scaler, DeviceConfig(device, amp_dtype, args.channels_last)

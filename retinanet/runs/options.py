@@ -8,10 +8,13 @@ import copy
 import os
 import sys
 
+from retinanet.data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT, augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
 from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
+from retinanet.models.anchor_options import add_anchor_arguments, add_assignment_arguments, iou_threshold_problem
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
@@ -163,6 +166,7 @@ def model_parent():
                        help="channels of the FPN and heads, a multiple of 32 (default: 256)")
     group.add_argument("--prior", type=probability, default=0.01,
                        help="initial foreground probability of the classifier (default: 0.01)")
+    add_anchor_arguments(group)
     group.add_argument("--pretrained", default="auto", metavar="auto|imagenet|none|PATH",
                        help="backbone start: auto = torchvision's ImageNet weights for --depth when cached or "
                             "downloadable (once, into $TORCH_HOME/hub/checkpoints), else random weights with a "
@@ -172,7 +176,7 @@ def model_parent():
                        help="start from a whole detector: a checkpoint of this project (any classes; rows of "
                             "classes with the same name are carried over), a torchvision RetinaNet state dict, or "
                             "torchvision-coco-v1 / torchvision-coco-v2 (downloaded once); its network options "
-                            "replace --depth, --norm, --head_norm and --fpn_channels")
+                            "replace --depth, --norm, --head_norm, --fpn_channels and the --anchor_* options")
     group.add_argument("--trainable_layers", type=int_in_range(0, 5), default=None,
                        help="backbone stages that train, counted from the top (layer4, layer3, layer2, layer1, "
                             "stem): 3 when starting from pretrained weights, as torchvision, 5 (all) from "
@@ -207,10 +211,43 @@ def training_parent():
     group.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma (default: 2.0)")
     group.add_argument("--low_quality_matches", nargs="?", const=True, default=True, type=on_off,
                        metavar="on|off",
-                       help="on: also train each box's best-overlapping anchor when its IoU is under 0.5, so that "
-                            "boxes smaller or thinner than every anchor are learnt too (as torchvision and "
-                            "detectron2); off: the paper's rule (default: on; a bare flag means on)")
+                       help="on: also train each box's best-overlapping anchor when its IoU is under "
+                            "--positive_iou, so that boxes smaller or thinner than every anchor are learnt too (as "
+                            "torchvision and detectron2); off: the paper's rule (default: on; a bare flag means on)")
+    add_assignment_arguments(group)
+    add_augment_arguments(parser.add_argument_group("augmentation"))
     return parser
+
+
+def add_augment_arguments(group):
+    """--augment and the knobs that override its preset (``data.augment``); evaluation never augments."""
+    group.add_argument("--augment", default=DEFAULT_AUGMENT, choices=AUGMENT_CHOICES,
+                       help="training augmentation preset: off = none; flip = horizontal flip with probability "
+                            "0.5; light = flip, multi-scale short sides (0.8 to 1.0 x --min_side) and photometric "
+                            "jitter 0.2; strong = light with scale jitter 0.5-1.5 (crop or pad to the canvas), "
+                            f"photometric jitter 0.4 and boxes under 2 px dropped (default: {DEFAULT_AUGMENT})")
+    group.add_argument("--train_sides", type=side_length(MAX_MIN_SIDE), nargs="+", default=None, metavar="N",
+                       help="multi-scale training: each training image gets a short side drawn from these, the "
+                            "long side still capped at --max_side (default: the preset's: --min_side; light and "
+                            "strong: 0.8, 0.85, 0.9, 0.95 and 1.0 x --min_side)")
+    group.add_argument("--scale_jitter", type=positive_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="resize each training image by a random factor from LOW to HIGH, then crop (factor > 1) "
+                            "or pad (factor < 1) back to its unjittered size; boxes cut by the crop are clipped "
+                            "(default: the preset's: 0.5 1.5 for strong, none otherwise)")
+    group.add_argument("--photometric", type=unit_interval, default=None, metavar="S",
+                       help="photometric jitter strength from 0 to 1: brightness, contrast and saturation factors "
+                            "from 1-S to 1+S, hue shifted by up to S/4 of the colour circle (default: the preset's: "
+                            "0.2 for light, 0.4 for strong, 0 otherwise)")
+    group.add_argument("--vflip", action="store_true",
+                       help="also flip training images vertically with probability 0.5 (overhead and microscope "
+                            "images, where up and down carry no meaning)")
+    group.add_argument("--rot90", action="store_true",
+                       help="also rotate training images by a random multiple of 90 degrees (overhead and microscope "
+                            "images; a non-square image then changes orientation, so its batch pads more)")
+    group.add_argument("--min_box_size", type=non_negative_float, default=None, metavar="PX",
+                       help="drop boxes narrower or shorter than PX pixels after augmentation, with their labels: "
+                            "0 (keep every box; not with a --scale_jitter that crops) or at least 1 (default: the "
+                            "preset's: 2 for strong, 0 otherwise)")
 
 
 def on_off(text):
@@ -250,12 +287,43 @@ def exit_with_report(error):
     raise SystemExit(2)
 
 
-def check_set_or_exit(root, set_name):
+def check_set_or_exit(root, set_name, json_path=None, image_dir=None):
     """The dataset check train.py runs, so a broken set is reported in full, not met mid-run."""
     try:
-        return validate_or_raise(root, set_name)
+        return validate_or_raise(root, set_name, json_path=json_path, image_dir=image_dir)
     except DatasetError as error:
         exit_with_report(error)
+
+
+# ----- the one set test.py and vis.py read: found under --coco_path, or given as explicit files -----
+def set_files_parent():
+    """--set_json, --set_images: explicit files of the set, for layouts not recognised under --coco_path."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("set files (for a layout not recognised under --coco_path, e.g. CVAT, "
+                                      "Label Studio)")
+    add_set_file_flags(group, "set", "the set's", "the JSON's", "--set_name")
+    return parser
+
+
+def add_set_file_flags(group, prefix, owner, json_owner, name_flag):
+    """--{prefix}_json and --{prefix}_images: one set's annotation file and image folder, given explicitly."""
+    group.add_argument(f"--{prefix}_json", default=None, metavar="JSON",
+                       help=f"{owner} COCO annotation file, instead of finding {name_flag} under --coco_path")
+    group.add_argument(f"--{prefix}_images", default=None, metavar="FOLDER",
+                       help=f"the folder {json_owner} file_names are relative to (default: the layout's image "
+                            f"folder, or the folder of --{prefix}_json)")
+
+
+def resolve_set_or_error(parser, args):
+    """SetFiles of --set_name under --coco_path, or of --set_json / --set_images (``data.layout.resolve_set``);
+    ``parser.error`` naming every path looked for and the sets found."""
+    check_existing_file(parser, args.set_json, "--set_json")
+    if args.set_images is not None:
+        check_existing_dir(parser, args.set_images, "--set_images")
+    try:
+        return resolve_set(args.coco_path, args.set_name, args.set_json, args.set_images)
+    except SetNotFoundError as error:
+        parser.error(f"--set_name {args.set_name}: {error}")
 
 
 def load_detector_or_exit(args, **overrides):
@@ -274,9 +342,13 @@ def build_train_parser(description=None):
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[model_parent(), training_parent(), image_size_parent(), device_parent(), decoding_parent()])
     data = parser.add_argument_group("data")
-    data.add_argument("--coco_path", default="./data", help="dataset root: {set}.json and images/{set}/ (default: ./data)")
+    data.add_argument("--coco_path", default="./data",
+                      help="dataset root: {set}.json and images/{set}/, COCO's annotations/instances_{set}.json and "
+                           "{set}/, or Roboflow's {set}/_annotations.coco.json (default: ./data)")
     data.add_argument("--train_set", default="train", help="training set name (default: train)")
     data.add_argument("--val_set", default="val", help="validation set name; '' disables evaluation (default: val)")
+    add_set_file_flags(data, "train", "the training set's", "the training JSON's", "--train_set")
+    add_set_file_flags(data, "val", "the validation set's", "the validation JSON's", "--val_set")
     data.add_argument("--max_skipped_images", type=non_negative_int, default=10,
                       help="stop when more images than this fail to decode during training (default: 10)")
     data.add_argument("--skip_dataset_check", action="store_true",
@@ -307,13 +379,21 @@ def build_train_parser(description=None):
 def check_train_args(parser, args):
     """Checks that involve several flags or the file system; ``parser.error`` on the first failure."""
     check_image_sizes(parser, args)
-    check_existing_dir(parser, args.coco_path, "--coco_path")
+    if args.train_json is None:  # with --train_json, --coco_path is only looked in for --val_set
+        check_existing_dir(parser, args.coco_path, "--coco_path")
+    check_set_paths(parser, args)
     check_existing_file(parser, args.resume, "--resume")
     pretrained_file = args.pretrained if args.pretrained not in PRETRAINED_KEYWORDS else None
     check_existing_file(parser, pretrained_file, "--pretrained")
     if args.fpn_channels % 32 or (args.head_norm == "gn" and args.fpn_channels < 64):
         parser.error(f"--fpn_channels {args.fpn_channels}: must be a multiple of 32, and at least 64 with "
                      "--head_norm gn (GroupNorm's 32 groups need 2 channels each)")
+    if iou_threshold_problem(args.positive_iou, args.negative_iou):
+        parser.error(iou_threshold_problem(args.positive_iou, args.negative_iou))
+    try:
+        augment_settings(vars(args))
+    except ValueError as error:
+        parser.error(str(error))
     if args.resume:  # a resumed run takes its weights from the checkpoint
         return
     if args.init_from and pretrained_file:
@@ -323,6 +403,19 @@ def check_train_args(parser, args):
             check_pretrained_file(pretrained_file, args.depth, "frozen_bn" if args.norm == "auto" else args.norm)
         except PretrainedWeightsError as error:
             parser.error(f"--pretrained {error}")
+
+
+def check_set_paths(parser, args):
+    """--train_json, --train_images, --val_json, --val_images exist where given, and --val_set '' does
+    not contradict them."""
+    for flag in ("train_json", "val_json"):
+        check_existing_file(parser, getattr(args, flag), f"--{flag}")
+    for flag in ("train_images", "val_images"):
+        if getattr(args, flag) is not None:
+            check_existing_dir(parser, getattr(args, flag), f"--{flag}")
+    if not args.val_set and (args.val_json or args.val_images):
+        parser.error("--val_set '' disables evaluation, but --val_json or --val_images names a validation set; "
+                     "leave one of them out")
 
 
 def default_milestones(epochs):
@@ -343,6 +436,7 @@ def resolve_training_args(args=None, **overrides):
     values.update(overrides)
     if values["milestones"] is None:
         values["milestones"] = default_milestones(values["epochs"])
+    values.update(augment_settings(values))  # the --augment preset fills the knobs not given
     for name, default in MODEL_OPTION_DEFAULTS.items():
         values.setdefault(name, default)
     if values["norm"] == "auto" and not values["init_from"]:
@@ -366,12 +460,13 @@ RESUME_OVERRIDABLE = frozenset({
     "max_detections", "output_path", "log_dir", "run_name", "resume"})
 _RESUME_FIXED_REASONS = (
     (("depth", "norm", "head_norm", "head_init", "fpn_channels", "prior", "pretrained", "init_from",
-      "trainable_layers"), "a model option"),
-    (("coco_path", "train_set", "val_set"), "the dataset"),
+      "trainable_layers", "anchor_sizes", "anchor_scales", "anchor_ratios"), "a model option"),
+    (("coco_path", "train_set", "val_set", "train_json", "train_images", "val_json", "val_images"), "the dataset"),
     (("min_side", "max_side"), "an image size"),
     (("batch_size", "drop_last", "seed"), "the batch order"),
     (("optimizer", "weight_decay", "momentum"), "the optimizer, whose state is restored"),
-    (("alpha", "gamma", "low_quality_matches"), "the loss"),
+    (("alpha", "gamma", "low_quality_matches", "positive_iou", "negative_iou"), "the loss"),
+    (("augment", "train_sides", "scale_jitter", "photometric", "vflip", "rot90", "min_box_size"), "the augmentation"),
 )
 
 

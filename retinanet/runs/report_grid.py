@@ -78,15 +78,18 @@ def find_checkpoint(run_path):
     return None
 
 
-def predictions_from_checkpoint(checkpoint_path, coco_path, set_name, device="auto", num_images=NUM_IMAGES):
+def predictions_from_checkpoint(checkpoint_path, coco_path, set_name, device="auto", num_images=NUM_IMAGES,
+                                json_path=None, image_dir=None):
     """(the set's CocoDetection restricted to ``sample_image_ids``, the checkpoint's COCO results on them).
 
-    Runs only those images, so it takes seconds on a CPU. Raises CheckpointError,
-    DatasetLoadError or ImageReadError with the file named."""
+    The set is found under ``coco_path`` in any layout of ``data.layout``, or read from the explicit
+    ``json_path`` / ``image_dir`` (a run's --val_json / --val_images). Runs only those images, so it
+    takes seconds on a CPU. Raises CheckpointError, DatasetLoadError (SetNotFoundError when no
+    layout holds the set) or ImageReadError with the file named."""
     from retinanet.detector import Detector  # loads the model code only when a picture is drawn this way
 
     detector = Detector.from_checkpoint(checkpoint_path, device)
-    dataset = CocoDetection(coco_path, set_name, detector.transform)
+    dataset = CocoDetection(coco_path, set_name, detector.transform, json_path=json_path, image_dir=image_dir)
     dataset.restrict_to(sample_image_ids(dataset, num_images))
     loader = build_loader(dataset, batch_size=2)
     results = detector.predict_loader(loader, PostProcessor(DECODE_THRESHOLD, NMS_IOU, max_detections=100))

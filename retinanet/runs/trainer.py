@@ -10,10 +10,13 @@ import time
 
 import torch
 
+from retinanet.data.augment import TrainAugmentation, augment_settings, describe
+from retinanet.data.box_stats import training_report_lines
 from retinanet.data.check import validate_or_raise
 from retinanet.data.coco import CocoDetection
+from retinanet.data.layout import candidate_files, find_sets
 from retinanet.data.loader import build_loader
-from retinanet.data.transforms import EvalTransform, TrainTransform
+from retinanet.data.transforms import EvalTransform
 from retinanet.engine import (DeviceConfig, EpochProgress, NonFiniteLossError, TooManySkippedImagesError, evaluate,
                               train_one_epoch)
 from retinanet.models.backbone import freeze_stages, load_pretrained_backbone
@@ -60,8 +63,11 @@ class Trainer:
         self.log = self._open_run(resume_state)
         if start is not None:
             self._log_start(start, start_lines + weight_lines)
+        if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
+            self.log("\n".join(training_report_lines(self.train_set, args)))
         self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
-        self.criterion = RetinaNetLoss(args.alpha, args.gamma, low_quality_matches=args.low_quality_matches)
+        self.criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
+                                       low_quality_matches=args.low_quality_matches)
         trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         self.optimizer = build_optimizer(trainable, args.optimizer, args.learning_rate, args.weight_decay,
                                          args.momentum)
@@ -95,6 +101,7 @@ class Trainer:
         log(f"run {self.run.name}: {len(self.train_set)} training images, {self.train_set.num_classes} classes, "
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
         log(f"precision: {self.precision}")
+        log(f"augmentation: {describe(augment_settings(vars(self.args)), self.args.max_side)}")
         return log
 
     def _log_start(self, start, lines):
@@ -287,21 +294,27 @@ def _run_name(args, resume_state, create):
 
 def check_datasets(args):
     """The dataset check train.py runs before anything is written; raises DatasetError."""
-    sets = [args.train_set] + ([args.val_set] if _has_val_set(args) else [])
-    for set_name in sets:
-        report = validate_or_raise(args.coco_path, set_name)
+    sets = [(args.train_set, args.train_json, args.train_images)]
+    if _has_val_set(args):
+        sets.append((args.val_set, args.val_json, args.val_images))
+    for set_name, json_path, image_dir in sets:
+        report = validate_or_raise(args.coco_path, set_name, json_path=json_path, image_dir=image_dir)
         if report.fixes:
             print(report.format(max_lines=10))
 
 
 def _has_val_set(args):
-    return bool(args.val_set) and os.path.exists(os.path.join(args.coco_path, f"{args.val_set}.json"))
+    """True when --val_json is given, or --val_set (not '') is a set under --coco_path in any layout."""
+    if not args.val_set:
+        return False
+    return bool(args.val_json) or any(os.path.isfile(files.json_path)
+                                      for files in candidate_files(args.coco_path, args.val_set))
 
 
 def build_data(args, device, rank, world_size):
     """(training set, training loader, validation loader or None)."""
-    train_set = CocoDetection(args.coco_path, args.train_set, TrainTransform(args.min_side, args.max_side),
-                              skip_unreadable=True)
+    train_set = CocoDetection(args.coco_path, args.train_set, TrainAugmentation.from_args(args),
+                              skip_unreadable=True, json_path=args.train_json, image_dir=args.train_images)
     pin_memory = device.type == "cuda"
     train_loader = build_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=args.drop_last,
                                 seed=args.seed, workers=args.workers, pin_memory=pin_memory, rank=rank,
@@ -313,17 +326,36 @@ def build_data(args, device, rank, world_size):
     if len(train_loader) == 0:
         raise SystemExit(f"error: {train_set.json_path}: no full batch of {args.batch_size} images "
                          "(lower --batch_size or drop --drop_last)")
-    val_loader = None
-    if _has_val_set(args):
-        val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side),
-                                skip_unreadable=True)
-        if not val_set.has_annotations:
-            print(f"warning: {val_set.json_path} has no annotations: evaluation disabled", file=sys.stderr)
-            return train_set, train_loader, None
-        val_loader = build_loader(val_set, batch_size=args.eval_batch_size, seed=args.seed,
-                                  workers=min(args.workers, 2), pin_memory=pin_memory, rank=rank,
-                                  world_size=world_size)
-    return train_set, train_loader, val_loader
+    return train_set, train_loader, build_val_loader(args, train_set, pin_memory, rank, world_size)
+
+
+def build_val_loader(args, train_set, pin_memory, rank, world_size):
+    """The validation loader, or None (with a warning) when --val_set names no set or the set has no
+    annotations; --val_set '' gives None silently. A validation set whose categories differ from the
+    training set's ends the program, since its scores would mean nothing."""
+    if not args.val_set:
+        return None
+    if not _has_val_set(args):
+        print(f"warning: no validation set '{args.val_set}' under {args.coco_path} (sets found: "
+              f"{', '.join(find_sets(args.coco_path)) or 'none'}): evaluation disabled; name one with --val_set or "
+              "--val_json", file=sys.stderr)
+        return None
+    val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side),
+                            skip_unreadable=True, json_path=args.val_json, image_dir=args.val_images)
+    if (val_set.class_names, val_set.label_to_category_id) != (train_set.class_names, train_set.label_to_category_id):
+        raise SystemExit(f"error: {val_set.json_path} has categories {_categories(val_set)}, but the training set "
+                         f"{train_set.json_path} has {_categories(train_set)}; validate on a set of the same classes")
+    if not val_set.has_annotations:
+        print(f"warning: {val_set.json_path} has no annotations: evaluation disabled", file=sys.stderr)
+        return None
+    return build_loader(val_set, batch_size=args.eval_batch_size, seed=args.seed, workers=min(args.workers, 2),
+                        pin_memory=pin_memory, rank=rank, world_size=world_size)
+
+
+def _categories(dataset):
+    """'[1 cat, 2 dog]': a set's category ids and names, for messages."""
+    return "[" + ", ".join(f"{category_id} {name}" for category_id, name in
+                           zip(dataset.label_to_category_id, dataset.class_names)) + "]"
 
 
 def restore_training_state(state, model, optimizer, scaler, learning_rate, path):
