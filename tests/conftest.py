@@ -8,7 +8,8 @@ import os
 import tempfile
 
 import pytest
-import torch
+
+from scripts import single_thread
 
 os.environ["RETINANET_OFFLINE"] = "1"
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="retinanet-test-torch-home-")
@@ -17,7 +18,5 @@ os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="retinanet-test-torch-home-")
 @pytest.fixture
 def one_thread():
     """Tiny models gain nothing from several threads, and on a busy machine the threads contend."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with single_thread():
+        yield

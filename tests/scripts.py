@@ -1,6 +1,9 @@
 """Shared test helpers: the repository root, the root scripts as modules, a tiny training setup."""
+import contextlib
 import importlib.util
 import os
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,3 +19,15 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread inside the block: tiny models gain nothing from several threads, and on
+    a busy machine the threads contend."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -22,7 +22,7 @@ from retinanet.models.transfer import TORCHVISION_VARIANTS
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.runs.options import build_train_parser
 from retinanet.runs.trainer import Trainer
-from scripts import TINY_TRAIN_FLAGS, load_script
+from scripts import TINY_TRAIN_FLAGS, load_script, single_thread
 
 train_script = load_script("train")
 
@@ -110,18 +110,16 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("anchors")
     data = str(root / "data")
     generate_dataset(data, num_train=8, num_val=2, num_test=1, min_size=96, max_size=128, seed=5)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    args = train_script.parse_args(["--coco_path", data, "--output_path", str(root / "output"), "--log_dir",
-                                    str(root / "log"), "--run_name", "anchors", *TINY_TRAIN_FLAGS, *ANCHOR_FLAGS,
-                                    "--positive_iou", "0.45", "--negative_iou", "0.35", "--epochs", "1",
-                                    "--warmup_iters", "2", "--val_set", "", "--eval_every", "0"])
-    trainer = Trainer(args)
-    trainer.fit()
-    trainer.close()
-    yield {"data": data, "trainer": trainer, "checkpoint": str(root / "output" / "anchors" / "model_final.pt"),
-           "log": str(root / "log" / "anchors.log"), "config": str(root / "output" / "anchors" / "config.json")}
-    torch.set_num_threads(previous)
+    with single_thread():
+        args = train_script.parse_args(["--coco_path", data, "--output_path", str(root / "output"), "--log_dir",
+                                        str(root / "log"), "--run_name", "anchors", *TINY_TRAIN_FLAGS, *ANCHOR_FLAGS,
+                                        "--positive_iou", "0.45", "--negative_iou", "0.35", "--epochs", "1",
+                                        "--warmup_iters", "2", "--val_set", "", "--eval_every", "0"])
+        trainer = Trainer(args)
+        trainer.fit()
+        trainer.close()
+        yield {"data": data, "trainer": trainer, "checkpoint": str(root / "output" / "anchors" / "model_final.pt"),
+               "log": str(root / "log" / "anchors.log"), "config": str(root / "output" / "anchors" / "config.json")}
 
 
 def test_options_are_saved_and_used_in_training(trained):

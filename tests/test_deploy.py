@@ -19,7 +19,7 @@ from retinanet.deploy.export import RAW_TOLERANCE, check_against_torch, detectio
 from retinanet.deploy.extras import MissingExtraError, import_extras
 from retinanet.deploy.metadata import read_metadata
 from retinanet.runs.checkpoint import load_checkpoint
-from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
+from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, single_thread
 
 train_script = load_script("train")
 test_script = load_script("test")
@@ -38,14 +38,12 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     data = str(root / "data")
     generate_dataset(data, num_train=16, num_val=4, num_test=2, min_size=96, max_size=128, seed=11)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train_script.main(["--coco_path", data, "--output_path", str(root / "output"), "--log_dir", str(root / "log"),
-                       "--run_name", "tiny", *TINY_TRAIN_FLAGS, "--epochs", "6", "--batch_size", "2",
-                       "--learning_rate", "5e-4", "--milestones", "100", "--warmup_iters", "20", "--eval_every", "0",
-                       "--val_set", ""])
-    yield data, str(root / "output" / "tiny" / "model_final.pt")
-    torch.set_num_threads(previous)
+    with single_thread():
+        train_script.main(["--coco_path", data, "--output_path", str(root / "output"), "--log_dir", str(root / "log"),
+                           "--run_name", "tiny", *TINY_TRAIN_FLAGS, "--epochs", "6", "--batch_size", "2",
+                           "--learning_rate", "5e-4", "--milestones", "100", "--warmup_iters", "20",
+                           "--eval_every", "0", "--val_set", ""])
+        yield data, str(root / "output" / "tiny" / "model_final.pt")
 
 
 def _test(data, checkpoint, output_dir, *extra):
