@@ -14,13 +14,12 @@ import argparse
 import os
 import sys
 
-
-from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.evaluation.coco_eval import (
     EVALUATORS,
     GroundTruthError,
     evaluate_detections,
     format_per_class_table,
+    ground_truth_path,
     has_annotations,
     load_gt_json,
 )
@@ -48,22 +47,10 @@ def get_args_parser():
     return parser
 
 
-def ground_truth_path(args):
-    """--ground_truth, else the annotation file of --set_name under --coco_path in any layout.
-    Raises GroundTruthError naming every path looked for and the sets found."""
-    if args.ground_truth:
-        return args.ground_truth
-    try:
-        return resolve_set(args.coco_path, args.set_name).json_path
-    except SetNotFoundError as error:
-        raise GroundTruthError(f"{error.looked_for[0]}: ground-truth file not found (set '{args.set_name}' is in no "
-                               f"known layout under {args.coco_path}); {error.search}") from None
-
-
 def main(args):
     results_path = args.results or f"{args.set_name}_bbox_results.json"
     try:
-        gt_path = ground_truth_path(args)
+        gt_path = ground_truth_path(args.coco_path, args.set_name, args.ground_truth)
         gt_dict = load_gt_json(gt_path)
         results = load_results_file(results_path, max_bytes=args.max_bytes)
     except (GroundTruthError, SubmissionError) as error:

@@ -22,6 +22,7 @@ import statistics
 import torch
 
 from bench_eval import ROOT, baseline, newest_checkpoint, ours
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.deploy.cache import load_exported
 from retinanet.deploy.quantize import Calibration
 from retinanet.detector import Detector
@@ -57,10 +58,11 @@ def parse_args():
     parser.add_argument("--calibration_set", default="train", help="set whose images calibrate int8 (default: train)")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, help="paths to run (default: all)")
     args = parser.parse_args()
-    json_path = os.path.join(args.coco_path, f"{args.set_name}.json")
-    if not os.path.isfile(json_path):
-        parser.error(f"{json_path}: no such file; make the synthetic set with "
-                     "python tools/make_synthetic_dataset.py --output data, or pass --coco_path")
+    try:
+        resolve_set(args.coco_path, args.set_name)
+    except SetNotFoundError as error:
+        parser.error(f"{error}; make the synthetic set with python tools/make_synthetic_dataset.py --output data, "
+                     "or pass --coco_path")
     return args
 
 

@@ -14,7 +14,7 @@ import sys
 
 from retinanet.evaluation.analysis import analyze_detections, summary_line
 from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
-from retinanet.evaluation.coco_eval import GroundTruthError, has_annotations, load_gt_json
+from retinanet.evaluation.coco_eval import GroundTruthError, ground_truth_path, has_annotations, load_gt_json
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.runs.options import unit_interval
 
@@ -22,10 +22,10 @@ from retinanet.runs.options import unit_interval
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--coco_path", default="./data", help="dataset root holding {set_name}.json (default: ./data)")
+    data.add_argument("--coco_path", default="./data", help="dataset root holding --set_name in any layout (default: ./data)")
     data.add_argument("--set_name", default="val", help="the set the results are for (default: val)")
     data.add_argument("--ground_truth", default=None, metavar="JSON",
-                      help="score against this COCO JSON instead of {coco_path}/{set_name}.json")
+                      help="score against this COCO JSON instead of --set_name under --coco_path")
     data.add_argument("--results", required=True, help="a COCO results JSON (test.py's {set}_bbox_results.json)")
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", default=".", help="where the JSON and PNG files go (default: .)")
@@ -36,8 +36,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    gt_path = args.ground_truth or os.path.join(args.coco_path, f"{args.set_name}.json")
     try:
+        gt_path = ground_truth_path(args.coco_path, args.set_name, args.ground_truth)
         gt_dict = load_gt_json(gt_path)
         results = load_results_file(args.results)
     except (GroundTruthError, SubmissionError) as error:

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from retinanet.data.check import DatasetReport, check_coco_dict
+from retinanet.data.layout import SetNotFoundError, resolve_set
 
 EVALUATORS = ("faster", "pycocotools")
 
@@ -50,6 +51,18 @@ STAT_LABELS = (
 
 class GroundTruthError(ValueError):
     """A ground-truth COCO JSON file is missing, unparsable or lacks images/categories."""
+
+
+def ground_truth_path(coco_path, set_name, ground_truth=None):
+    """``ground_truth`` when given, else the annotation file of ``set_name`` under ``coco_path`` in
+    any layout. Raises GroundTruthError naming every path looked for and the sets found."""
+    if ground_truth:
+        return ground_truth
+    try:
+        return resolve_set(coco_path, set_name).json_path
+    except SetNotFoundError as error:
+        raise GroundTruthError(f"{error.looked_for[0]}: ground-truth file not found (set '{set_name}' is in no "
+                               f"known layout under {coco_path}); {error.search}") from None
 
 
 def load_gt_json(path):
