@@ -5,6 +5,7 @@ scripts the tests start), and torch's hub cache is an empty temporary folder mad
 cache on the machine cannot change what ``--pretrained auto`` finds.
 """
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -20,3 +21,19 @@ def one_thread():
     """Tiny models gain nothing from several threads, and on a busy machine the threads contend."""
     with single_thread():
         yield
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """``module_tmp(name)`` makes a folder for a module-scoped fixture; all are removed when the module's
+    tests are done. Trained runs hold checkpoints of 100+ MB each, and the suite would otherwise leave
+    gigabytes behind (per-test folders go as each test passes: tmp_path_retention_policy in pytest.ini)."""
+    made = []
+
+    def make(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path)

@@ -105,9 +105,9 @@ def test_damaged_saved_anchor_options_are_refused():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp):
     """A tiny model trained one epoch with 4 ratios x 2 scales from 24 px and IoU 0.45 / 0.35."""
-    root = tmp_path_factory.mktemp("anchors")
+    root = module_tmp("anchors")
     data = str(root / "data")
     generate_dataset(data, num_train=8, num_val=2, num_test=1, min_size=96, max_size=128, seed=5)
     with single_thread():

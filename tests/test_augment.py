@@ -203,8 +203,8 @@ def test_resume_keeps_the_augmentation_and_refuses_a_change(tmp_path):
 
 # ----- seeded batches and a training epoch -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def tiny_data(module_tmp):
+    root = module_tmp("data")
     generate_dataset(str(root), num_train=8, num_val=2, num_test=1, min_size=96, max_size=128, seed=5)
     return str(root)
 

@@ -115,9 +115,9 @@ def broken_sets(coco):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(module_tmp):
     """Paths of the tiny valid dataset, a checkpoint for it, and every bad file."""
-    root = tmp_path_factory.mktemp("bad_inputs")
+    root = module_tmp("bad_inputs")
     data = root / "data"
     generate_dataset(str(data), num_train=2, num_val=2, num_test=1, min_size=96, max_size=128)
     coco = json.loads((data / "val.json").read_text())

@@ -33,9 +33,9 @@ INT8_AP_BOUND = 0.01
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp):
     """A tiny model trained 6 epochs on 16 generated images: AP about 0.05 on them, enough to compare."""
-    root = tmp_path_factory.mktemp("deploy")
+    root = module_tmp("deploy")
     data = str(root / "data")
     generate_dataset(data, num_train=16, num_val=4, num_test=2, min_size=96, max_size=128, seed=11)
     with single_thread():

@@ -20,9 +20,9 @@ MODEL = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prio
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(module_tmp):
     """A generated set and a checkpoint of a randomly initialised model (many detections, no training)."""
-    root = tmp_path_factory.mktemp("detector")
+    root = module_tmp("detector")
     data = root / "data"
     generate_dataset(str(data), num_train=2, num_val=5, num_test=1, min_size=96, max_size=160, seed=21)
     dataset = CocoDetection(str(data), "val", transform=None)

@@ -16,8 +16,8 @@ test_script = load_script("test")
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def tiny_data(module_tmp):
+    root = module_tmp("data")
     generate_dataset(str(root), num_train=16, num_val=4, num_test=2, min_size=96, max_size=128, seed=11)
     return str(root)
 

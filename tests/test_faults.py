@@ -36,8 +36,8 @@ def make_data(root, num_train=8):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("data"), num_train=12)
+def tiny_data(module_tmp):
+    return make_data(module_tmp("data"), num_train=12)
 
 
 def train(data, tmp_path, name, *extra):

@@ -33,9 +33,9 @@ AP_LABEL = "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+def generated(module_tmp):
     """Our layout: train (8 images) and val (4 images), 64-96 px."""
-    root = tmp_path_factory.mktemp("generated")
+    root = module_tmp("generated")
     generate_dataset(str(root), num_train=8, num_val=4, num_test=0, min_size=64, max_size=96, seed=5)
     return root
 

@@ -7,9 +7,9 @@ from retinanet.models.retinanet import RetinaNet
 
 
 @pytest.fixture(scope="module")
-def resnet18_file(tmp_path_factory):
+def resnet18_file(module_tmp):
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18-test.pth"
+    path = module_tmp("weights") / "resnet18-test.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     return path
 
@@ -63,9 +63,9 @@ train_script = load_script("train")
 
 
 @pytest.fixture(scope="module")
-def shapes_data(tmp_path_factory):
+def shapes_data(module_tmp):
     """Two tiny sets whose class lists share two names of three."""
-    root = tmp_path_factory.mktemp("starts")
+    root = module_tmp("starts")
     source, target = root / "source", root / "target"
     generate_dataset(str(source), num_train=8, num_val=2, num_test=0, min_size=96, max_size=128, seed=1,
                      style=Style(classes=("ellipse", "rectangle", "triangle")))

@@ -33,9 +33,9 @@ window.addEventListener("load", function () {
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(module_tmp):
     """A one-epoch run on generated data whose first class has a hostile name; (run folder, data root)."""
-    root = tmp_path_factory.mktemp("report")
+    root = module_tmp("report")
     data = root / "data"
     generate_dataset(str(data), num_train=8, num_val=4, num_test=1, min_size=96, max_size=128, seed=11)
     for set_name in ("train", "val"):

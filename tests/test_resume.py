@@ -27,8 +27,8 @@ def train_base(root):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_base(tmp_path_factory.mktemp("resume"))
+def trained(module_tmp):
+    return train_base(module_tmp("resume"))
 
 
 def run_files(run, log):

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def tiny_data(module_tmp):
+    root = module_tmp("data")
     generate_dataset(str(root), num_train=8, num_val=2, num_test=0, min_size=96, max_size=128, seed=3)
     return str(root)
 

@@ -25,8 +25,8 @@ def file_hashes(root):
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
+def tiny_dataset(module_tmp):
+    root = str(module_tmp("synthetic"))
     return root, generate_dataset(root, **TINY)
 
 
