@@ -1,5 +1,6 @@
 """report.html: written after each evaluation, rebuilt by tools/report.py, linked by the summary table,
 and opened in a real headless browser (Chromium) with every image displayed and no error."""
+import argparse
 import html
 import importlib.util
 import json
@@ -110,3 +111,25 @@ def test_page_loads_in_a_headless_browser_with_every_image_shown(trained_run, tm
     assert state["errors"] == []
     assert len(state["images"]) == 6
     assert all(image["complete"] and image["width"] > 0 for image in state["images"]), state["images"]
+
+
+def test_report_tool_finds_the_validation_set_where_training_did(tmp_path):
+    """The run's --val_json / --val_images first, a --coco_path given to the tool in any layout, and a
+    line naming what was looked for when the set is nowhere."""
+    report_tool = _load_tool("report")
+    explicit = tmp_path / "cvat" / "valid.json"
+    explicit.parent.mkdir()
+    explicit.write_text("{}")
+    roboflow = tmp_path / "roboflow" / "valid" / "_annotations.coco.json"
+    roboflow.parent.mkdir(parents=True)
+    roboflow.write_text("{}")
+    config = {"val_set": "valid", "coco_path": str(tmp_path / "nowhere"), "val_json": str(explicit),
+              "val_images": str(tmp_path / "cvat" / "images")}
+    files = report_tool.validation_files(argparse.Namespace(coco_path=None), config)
+    assert (files.json_path, files.image_dir, files.layout) == (str(explicit), str(tmp_path / "cvat" / "images"),
+                                                                "explicit")
+    files = report_tool.validation_files(argparse.Namespace(coco_path=str(tmp_path / "roboflow")), config)
+    assert (files.json_path, files.layout) == (str(roboflow), "roboflow")
+    missing = report_tool.validation_files(argparse.Namespace(coco_path=None), dict(config, val_json=None))
+    assert isinstance(missing, str) and str(tmp_path / "nowhere" / "valid.json") in missing
+    assert missing.endswith("(give --coco_path)")

@@ -15,6 +15,7 @@ import sys
 
 from retinanet.data.coco import DatasetLoadError
 from retinanet.data.image_io import ImageReadError
+from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
 from retinanet.evaluation.analysis_plots import find_best_threshold
 from retinanet.runs import tables
@@ -32,7 +33,8 @@ def parse_args(argv=None):
     pictures = parser.add_argument_group("validation pictures")
     pictures.add_argument("--redraw", action="store_true", help="draw the predictions picture again")
     pictures.add_argument("--coco_path", default=None,
-                          help="dataset root holding the validation set (default: the run's --coco_path)")
+                          help="dataset root holding the validation set, in any layout train.py reads "
+                               "(default: the run's --coco_path, or its --val_json / --val_images)")
     pictures.add_argument("--num_images", type=positive_int, default=NUM_IMAGES,
                           help=f"validation images in the picture (default: {NUM_IMAGES})")
     pictures.add_argument("--device", default="cpu", choices=DEVICE_CHOICES,
@@ -43,17 +45,34 @@ def parse_args(argv=None):
     return args
 
 
+def validation_files(args, config):
+    """SetFiles of the run's validation set as training found it: --coco_path given here searches that
+    root in every layout; otherwise the run's own --val_json / --val_images, else its --coco_path.
+    Returns a line saying why when the set is not there."""
+    set_name = config.get("val_set") or "val"
+    if args.coco_path is not None:
+        json_path, image_dir = None, None
+    else:
+        json_path, image_dir = config.get("val_json"), config.get("val_images")
+    root = args.coco_path or config.get("coco_path") or "./data"
+    try:
+        return resolve_set(root, set_name, json_path=json_path, image_dir=image_dir)
+    except SetNotFoundError as error:
+        return f"{error} (give --coco_path)"
+
+
 def draw_pictures(args, config):
     """Draw {set}_predictions.png with the run's checkpoint; returns a line saying what happened."""
     set_name = config.get("val_set") or "val"
-    coco_path = args.coco_path or config.get("coco_path") or "./data"
     checkpoint = find_checkpoint(args.run_dir)
     if checkpoint is None:
         return f"no predictions picture: {args.run_dir} has no checkpoint"
-    if not os.path.isfile(os.path.join(coco_path, f"{set_name}.json")):
-        return f"no predictions picture: {os.path.join(coco_path, f'{set_name}.json')} not found (give --coco_path)"
+    files = validation_files(args, config)
+    if isinstance(files, str):
+        return f"no predictions picture: {files}"
     try:
-        dataset, results = predictions_from_checkpoint(checkpoint, coco_path, set_name, args.device, args.num_images)
+        dataset, results = predictions_from_checkpoint(checkpoint, None, set_name, args.device, args.num_images,
+                                                       json_path=files.json_path, image_dir=files.image_dir)
         found = find_best_threshold(set_name, [args.run_dir])
         threshold = found[0] if found else DEFAULT_SCORE_THRESHOLD
         path = draw_predictions_grid(dataset, results, grid_path(args.run_dir, set_name), threshold)
