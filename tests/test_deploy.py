@@ -2,8 +2,10 @@
 import importlib.util
 import json
 import os
+import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from retinanet.deploy.cache import ensure_exported
 from retinanet.deploy.export import RAW_TOLERANCE, check_against_torch, detection_difference, generated_images
 from retinanet.deploy.extras import MissingExtraError, import_extras
 from retinanet.deploy.metadata import read_metadata
+from retinanet.deploy.quantize import Calibration, CalibrationImages
 from retinanet.runs.checkpoint import load_checkpoint
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, single_thread
 
@@ -164,3 +167,20 @@ def test_a_missing_extra_says_how_to_install_it(trained, tmp_path, monkeypatch, 
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "pip install -e '.[deploy]'" in error, error
+
+
+def test_calibration_reads_explicit_paths_and_names_a_missing_file(tmp_path):
+    data = str(tmp_path / "data")
+    generate_dataset(data, num_train=1, num_val=4, num_test=0, min_size=96, max_size=128, seed=3)
+    elsewhere = tmp_path / "calibration.json"
+    shutil.copy(os.path.join(data, "val.json"), elsewhere)
+    calibration = Calibration(None, "calibration", num_images=3, json_path=str(elsewhere),
+                              image_dir=os.path.join(data, "images", "val"))
+    reader = CalibrationImages(calibration, 96, 128)
+    assert reader.dataset.json_path == str(elsewhere) and len(reader.indices) == 3
+    batch = reader.get_next()["images"]
+    assert batch.dtype == np.float32 and batch.shape[:2] == (1, 3) and min(batch.shape[2:]) >= 96
+    assert calibration.describe(96, 128)["json_path"] == str(elsewhere)
+    missing = Calibration(None, "train", json_path=str(tmp_path / "absent.json"))
+    with pytest.raises(ValueError, match=r"absent\.json.*--calibration_json"):
+        missing.check()

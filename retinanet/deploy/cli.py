@@ -1,4 +1,4 @@
-"""The scripts' deployment flags (--backend, --int8, --calibration_images, --calibration_set) and
+"""The scripts' deployment flags (--backend, --int8 and where its calibration images come from) and
 the detector they load; test.py and vis.py share them."""
 import argparse
 
@@ -28,12 +28,20 @@ def backend_parent():
     group.add_argument("--calibration_images", type=options.positive_int, default=DEFAULT_CALIBRATION_IMAGES,
                        help=f"images calibrating --int8 (default: {DEFAULT_CALIBRATION_IMAGES})")
     group.add_argument("--calibration_set", default="train",
-                       help="set of --coco_path whose images calibrate --int8 (default: train)")
+                       help="set of --coco_path, in any layout, whose images calibrate --int8 (default: train)")
+    group.add_argument("--calibration_json", default=None,
+                       help="or a COCO annotation file of the calibration images, read instead of --calibration_set")
+    group.add_argument("--calibration_image_dir", default=None,
+                       help="folder of the calibration images (default: the set's image folder, or the folder of "
+                            "--calibration_json)")
     return parser
 
 
 def calibration_from_args(args):
-    return Calibration(args.coco_path, args.calibration_set, args.calibration_images) if args.int8 else None
+    if not args.int8:
+        return None
+    return Calibration(args.coco_path, args.calibration_set, args.calibration_images,
+                       json_path=args.calibration_json, image_dir=args.calibration_image_dir)
 
 
 def load_detector_or_exit(args, int8=True, **overrides):

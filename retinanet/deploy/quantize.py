@@ -25,32 +25,45 @@ from retinanet.deploy.metadata import encode, file_sha256, set_metadata
 @dataclass(frozen=True)
 class Calibration:
     """Where int8 calibration images come from: ``num_images`` of the set ``set_name`` under ``coco_path``
-    (any layout of ``data.layout``), the first ones of a shuffle seeded with ``seed``."""
-    coco_path: str
+    (any layout of ``data.layout``), or of the explicit ``json_path`` / ``image_dir`` (the image folder
+    defaulting to the JSON's own), the first ones of a shuffle seeded with ``seed``."""
+    coco_path: str | None
     set_name: str = "train"
     num_images: int = 32
     seed: int = 0
+    json_path: str | None = None
+    image_dir: str | None = None
+
+    def files(self):
+        """The calibration set's SetFiles; ValueError in one line, naming the paths looked for, when no
+        layout holds the set or the explicit file is missing."""
+        try:
+            return resolve_set(self.coco_path or ".", self.set_name, self.json_path, self.image_dir)
+        except SetNotFoundError as error:
+            raise ValueError(f"int8 calibration: {error}; point --calibration_json (or --coco_path and "
+                             "--calibration_set) at the training images") from None
 
     def check(self):
-        """ValueError in one line, naming the paths looked for, when no layout holds the calibration set."""
-        try:
-            resolve_set(self.coco_path, self.set_name)
-        except SetNotFoundError as error:
-            raise ValueError(f"int8 calibration: {error}; point --coco_path and --calibration_set at the training "
-                             "images") from None
+        self.files()
 
     def describe(self, min_side, max_side):
-        """What the calibration depends on, as stored in an int8 file's metadata."""
-        return {"coco_path": os.path.abspath(self.coco_path), "set_name": self.set_name,
-                "num_images": self.num_images, "seed": self.seed, "min_side": int(min_side), "max_side": int(max_side)}
+        """What the calibration depends on, as stored in an int8 file's metadata: the paths as given (a
+        cached int8 file is reused without the calibration images being there)."""
+        def absolute(path):
+            return os.path.abspath(path) if path else None
+
+        return {"coco_path": absolute(self.coco_path), "set_name": self.set_name, "json_path": absolute(self.json_path),
+                "image_dir": absolute(self.image_dir), "num_images": self.num_images, "seed": self.seed,
+                "min_side": int(min_side), "max_side": int(max_side)}
 
 
 class CalibrationImages:
     """ONNX Runtime's CalibrationDataReader: {'images': float32 (1, 3, H, W)} per training image, then None."""
 
     def __init__(self, calibration, min_side, max_side):
-        calibration.check()
-        dataset = CocoDetection(calibration.coco_path, calibration.set_name, EvalTransform(min_side, max_side))
+        files = calibration.files()
+        dataset = CocoDetection(None, calibration.set_name, EvalTransform(min_side, max_side),
+                                json_path=files.json_path, image_dir=files.image_dir)
         order = np.random.default_rng(calibration.seed).permutation(len(dataset))
         self.dataset = dataset
         self.indices = [int(index) for index in order[:calibration.num_images]]
