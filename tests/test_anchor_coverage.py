@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from retinanet.data.box_stats import (ALL_CLASSES, anchor_coverage, box_statistics, coverage_report_lines,
-                                      load_resized_boxes)
+                                      load_resized_boxes, scale_extremes, training_report_lines)
+from retinanet.data.coco import CocoDetection
 from retinanet.models import box_coding
 from retinanet.models.anchor_coverage import (AnchorSetting, Coverage, Reach, best_anchor_iou, coverage_lines, percent,
                                               propose, proposal_lines)
@@ -156,3 +157,22 @@ def test_check_dataset_refuses_bad_anchor_flags(tmp_path, capsys):
         with pytest.raises(SystemExit) as caught:
             check_dataset_script.parse_args(["--coco_path", str(tmp_path), *flags])
         assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_training_report_gives_the_coverage_at_the_ends_of_the_scale_range(tmp_path):
+    # 30 images of 128 x 128 with boxes of 7-40 px; trained at short sides 96-128 with jitter 0.5-1.5.
+    small_box_set(tmp_path)
+    args = build_train_parser().parse_args(["--min_side", "128", "--max_side", "128"])
+    dataset = CocoDetection(str(tmp_path), "train", transform=None)
+    assert scale_extremes(128, [128], None) == []
+    assert scale_extremes(128, [96, 112, 128], [0.5, 1.5]) == [("smallest", 96, 0.5), ("largest", 128, 1.5)]
+    lines = training_report_lines(dataset, args, {"train_sides": [96, 112, 128], "scale_jitter": [0.5, 1.5]})
+    # The smallest scale, 96 x 0.5, is the set resized to 48: fewer boxes reach an anchor; the largest, more.
+    at_48 = anchor_coverage(load_resized_boxes(str(tmp_path), "train", 48, 48), vars(args)).fraction
+    at_192 = anchor_coverage(load_resized_boxes(str(tmp_path), "train", 192, 192), vars(args)).fraction
+    at_128 = anchor_coverage(load_resized_boxes(str(tmp_path), "train", 128, 128), vars(args)).fraction
+    assert at_48 < at_128 < at_192
+    assert f"at the smallest training scale (short side 96 x 0.5): {percent(at_48)}" in lines[-2]
+    assert f"at the largest training scale (short side 128 x 1.5): {percent(at_192)}" in lines[-1]
+    assert training_report_lines(dataset, args, {"train_sides": [128], "scale_jitter": None}) == \
+        training_report_lines(dataset, args)

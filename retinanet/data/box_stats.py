@@ -176,7 +176,34 @@ def dataset_report_lines(resized, options):
     return lines, coverage
 
 
-def training_report_lines(dataset, args):
-    """The short report train.py logs at start for its training set (a CocoDetection) and flags."""
+def scaled(resized, factor):
+    """ResizedBoxes times a scale-jitter ``factor``: boxes and image sizes (before the crop or pad back
+    to the canvas, which only clips boxes at its border)."""
+    if factor == 1:
+        return resized
+    sizes = np.maximum(1, np.round(resized.image_sizes * factor)).astype(np.int64)
+    return dataclasses.replace(resized, boxes=resized.boxes * factor, image_sizes=sizes)
+
+
+def scale_extremes(min_side, train_sides, scale_jitter):
+    """The (short side, jitter factor) of the smallest and the largest scale training resizes to, those
+    other than (min_side, 1), the evaluation scale; none without multi-scale or scale jitter."""
+    low, high = scale_jitter if scale_jitter else (1.0, 1.0)
+    extremes = {(min(train_sides), float(low)): "smallest", (max(train_sides), float(high)): "largest"}
+    return [(name, side, factor) for (side, factor), name in extremes.items() if (side, factor) != (min_side, 1.0)]
+
+
+def training_report_lines(dataset, args, settings=None):
+    """The short report train.py logs at start for its training set (a CocoDetection) and flags: the
+    coverage at the evaluation size and, with multi-scale or scale jitter (``settings`` from
+    ``augment.augment_settings``), at the smallest and largest training scale."""
     resized = resized_boxes(dataset, args.min_side, args.max_side)
-    return coverage_report_lines(resized, anchor_coverage(resized, args), args.low_quality_matches)
+    lines = coverage_report_lines(resized, anchor_coverage(resized, args), args.low_quality_matches)
+    if not len(resized.boxes) or settings is None:
+        return lines
+    for name, side, factor in scale_extremes(args.min_side, settings["train_sides"], settings["scale_jitter"]):
+        coverage = anchor_coverage(scaled(resized_boxes(dataset, side, args.max_side), factor), args)
+        jitter = f" x {factor:g}" if factor != 1 else ""
+        lines.append(f"  at the {name} training scale (short side {side}{jitter}): {percent(coverage.fraction)} "
+                     f"of the boxes have an anchor at IoU >= {coverage.positive_iou:g}")
+    return lines

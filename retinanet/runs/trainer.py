@@ -64,7 +64,7 @@ class Trainer:
         if start is not None:
             self._log_start(start, start_lines + weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
-            self.log("\n".join(training_report_lines(self.train_set, args)))
+            self.log("\n".join(training_report_lines(self.train_set, args, augment_settings(vars(args)))))
         self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
         self.criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
                                        low_quality_matches=args.low_quality_matches)
