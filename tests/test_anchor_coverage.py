@@ -176,3 +176,9 @@ def test_training_report_gives_the_coverage_at_the_ends_of_the_scale_range(tmp_p
     assert f"at the largest training scale (short side 128 x 1.5): {percent(at_192)}" in lines[-1]
     assert training_report_lines(dataset, args, {"train_sides": [128], "scale_jitter": None}) == \
         training_report_lines(dataset, args)
+
+
+def test_check_dataset_reads_low_quality_matches_as_train_py_does():
+    for argv, expected in (([], True), (["--low_quality_matches"], True), (["--low_quality_matches", "off"], False)):
+        assert check_dataset_script.parse_args(argv).low_quality_matches is expected
+        assert build_train_parser().parse_args(argv).low_quality_matches is expected

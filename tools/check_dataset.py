@@ -23,7 +23,8 @@ import sys
 
 
 from retinanet.data.check import check_dataset
-from retinanet.models.anchor_options import add_anchor_arguments, add_assignment_arguments, iou_threshold_problem
+from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
+                                              iou_threshold_problem)
 
 EXIT_UNUSABLE = 2
 
@@ -59,9 +60,7 @@ def parse_args(argv=None):
                        help="...unless the long side would exceed this (default: train.py's)")
     add_anchor_arguments(stats)
     add_assignment_arguments(stats)
-    stats.add_argument("--low_quality_matches", choices=("on", "off"), default="on",
-                       help="as train.py's: whether boxes without an anchor at --positive_iou still train on their "
-                            "best anchor; changes only the report's wording (default: on)")
+    add_low_quality_argument(stats, effect="; here it changes only the report's wording")
     stats.add_argument("--output_dir", default=None,
                        help="also write {set}_box_sizes.png, the box-size histogram, into this folder (default: none)")
     args = parser.parse_args(argv)
@@ -69,7 +68,6 @@ def parse_args(argv=None):
         parser.error(iou_threshold_problem(args.positive_iou, args.negative_iou))
     if args.min_side is not None and args.max_side is not None and args.min_side > args.max_side:
         parser.error(f"--min_side {args.min_side} is larger than --max_side {args.max_side}")
-    args.low_quality_matches = args.low_quality_matches == "on"
     return args
 
 

@@ -202,6 +202,25 @@ def parse_anchor_flags(text):
     return args.anchor_sizes, args.anchor_scales, args.anchor_ratios
 
 
+def on_off(text):
+    """``on`` / ``off`` (also true/false, yes/no, 1/0) -> bool."""
+    value = str(text).strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
+def add_low_quality_argument(group, effect=""):
+    """--low_quality_matches [on|off] on an argparse group (a bare flag means on); ``effect`` ends its help."""
+    group.add_argument("--low_quality_matches", nargs="?", const=True, default=True, type=on_off, metavar="on|off",
+                       help="on: also train each box's best-overlapping anchor when its IoU is under "
+                            "--positive_iou, so that boxes smaller or thinner than every anchor are learnt too (as "
+                            "torchvision and detectron2); off: the paper's rule (default: on; a bare flag means on)"
+                            + effect)
+
+
 def add_assignment_arguments(group):
     """--positive_iou and --negative_iou on an argparse group (train.py's loss options)."""
     group.add_argument("--positive_iou", type=iou_threshold, default=DEFAULT_POSITIVE_IOU,

@@ -14,7 +14,8 @@ from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
 from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
-from retinanet.models.anchor_options import add_anchor_arguments, add_assignment_arguments, iou_threshold_problem
+from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
+                                              iou_threshold_problem)
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
@@ -209,11 +210,7 @@ def training_parent():
                        help="clip the gradient norm to this (default: 0.1; 0 disables)")
     group.add_argument("--alpha", type=unit_interval, default=0.25, help="focal loss alpha (default: 0.25)")
     group.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma (default: 2.0)")
-    group.add_argument("--low_quality_matches", nargs="?", const=True, default=True, type=on_off,
-                       metavar="on|off",
-                       help="on: also train each box's best-overlapping anchor when its IoU is under "
-                            "--positive_iou, so that boxes smaller or thinner than every anchor are learnt too (as "
-                            "torchvision and detectron2); off: the paper's rule (default: on; a bare flag means on)")
+    add_low_quality_argument(group)
     add_assignment_arguments(group)
     add_augment_arguments(parser.add_argument_group("augmentation"))
     return parser
@@ -248,16 +245,6 @@ def add_augment_arguments(group):
                        help="drop boxes narrower or shorter than PX pixels after augmentation, with their labels: "
                             "0 (keep every box; not with a --scale_jitter that crops) or at least 1 (default: the "
                             "preset's: 2 for strong, 0 otherwise)")
-
-
-def on_off(text):
-    """``on`` / ``off`` (also true/false, yes/no, 1/0) -> bool."""
-    value = str(text).strip().lower()
-    if value in ("on", "true", "yes", "1"):
-        return True
-    if value in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
 
 
 def check_image_sizes(parser, args):
