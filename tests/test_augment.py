@@ -240,6 +240,42 @@ def test_same_seed_gives_the_same_batches_with_any_worker_count(tiny_data):
     assert not _same(first, _signature(_batches(tiny_data, 8, 0)))
 
 
+def _non_square_set(root, count=12):
+    """A COCO set of 64x128 (landscape) and 128x64 (portrait) images, one box each."""
+    (root / "images" / "train").mkdir(parents=True)
+    images, annotations = [], []
+    for index in range(count):
+        height, width = (64, 128) if index % 3 else (128, 64)
+        cv2.imwrite(str(root / "images" / "train" / f"{index}.png"), np.full((height, width, 3), 90, np.uint8))
+        images.append({"id": index + 1, "file_name": f"{index}.png", "height": height, "width": width})
+        annotations.append({"id": index + 1, "image_id": index + 1, "category_id": 1, "bbox": [4, 6, 20, 30],
+                            "area": 600, "iscrowd": 0})
+    (root / "train.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                 "categories": [{"id": 1, "name": "thing"}]}))
+    return str(root)
+
+
+def test_a_batch_shares_its_orientation_under_rot90(tmp_path):
+    """A quarter turn swaps width and height, so each batch turns all its images or none and keeps a
+    non-square shape instead of being padded to a square; every image still gets all four turns."""
+    augmentation = TrainAugmentation.from_args({"augment": "off", "min_side": 64, "max_side": 128, "rot90": True})
+    dataset = CocoDetection(_non_square_set(tmp_path), "train", augmentation)
+    loader = build_loader(dataset, batch_size=4, shuffle=True, seed=3407)
+    turned_batches, boxes_seen = set(), {}
+    for epoch in range(32):
+        loader.batch_sampler.set_epoch(epoch)
+        for images, targets, _ in loader:
+            turned = {(target["size"][0] > target["size"][1]) != (target["orig_size"][0] > target["orig_size"][1])
+                      for target in targets}
+            assert len(turned) == 1
+            turned_batches |= turned
+            assert tuple(images.shape[-2:]) in {(64, 128), (128, 64)}
+            for target in targets:
+                boxes_seen.setdefault(target["image_id"], set()).add(tuple(target["boxes"][0].tolist()))
+    assert turned_batches == {True, False}
+    assert all(len(boxes) == 4 for boxes in boxes_seen.values())  # the four turns of each image's box
+
+
 def test_one_epoch_with_strong_augmentation_trains(tiny_data, tmp_path, one_thread):
     train_script = load_script("train")
     train_script.main(["--coco_path", tiny_data, "--output_path", str(tmp_path / "output"), "--log_dir",

@@ -83,12 +83,22 @@ def test_sampler_never_mixes_aspect_ratio_groups_and_covers_every_image():
     for epoch in range(3):
         sampler.set_epoch(epoch)
         batches = list(sampler)
-        seen = [index for batch in batches for index, _ in batch]
+        seen = [index for batch in batches for index, *_ in batch]
         assert sorted(seen) == list(range(103))
         for batch in batches:
-            groups = {ratios[index] >= 1.0 for index, _ in batch}
+            groups = {ratios[index] >= 1.0 for index, *_ in batch}
             assert len(groups) == 1
         assert len(batches) == len(sampler)
+
+
+def test_sampler_gives_each_batch_one_seed_of_its_own():
+    sampler = AspectRatioBatchSampler([1.5] * 12 + [0.7] * 9, batch_size=4, seed=3407)
+    batches = list(sampler)
+    batch_seeds = [{item[2] for item in batch} for batch in batches]
+    assert all(len(seeds) == 1 for seeds in batch_seeds)  # shared within a batch
+    assert len({seeds.pop() for seeds in batch_seeds}) == len(batches)  # and differs between batches
+    sample_seeds = [item[1] for batch in batches for item in batch]
+    assert len(set(sample_seeds)) == 21
 
 
 def test_sampler_reshuffles_every_epoch_and_is_reproducible():
@@ -115,7 +125,7 @@ def test_sampler_shards_batches_over_processes_equally():
     ratios = [1.5] * 9 + [0.7] * 4
     shards = [list(AspectRatioBatchSampler(ratios, 2, num_replicas=2, rank=rank, seed=5)) for rank in (0, 1)]
     assert len(shards[0]) == len(shards[1])
-    covered = {index for shard in shards for batch in shard for index, _ in batch}
+    covered = {index for shard in shards for batch in shard for index, *_ in batch}
     assert covered == set(range(13))
 
 

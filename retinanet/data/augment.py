@@ -6,7 +6,9 @@ Evaluation never augments (``transforms.EvalTransform``). A training sample goes
    ``max_side``), times a random ``scale_jitter`` factor when set;
 2. with scale jitter, crop (factor > 1) or pad (factor < 1) back to the size the image would have had
    without the factor, the canvas: large-scale-jitter style, so a step costs what it did before;
-3. horizontal flip, vertical flip (``vflip``) and a random multiple of 90 degrees (``rot90``);
+3. horizontal flip, vertical flip (``vflip``) and a random multiple of 90 degrees (``rot90``), whose
+   parity (quarter turn or not) the whole batch shares, so that a batch of non-square images keeps
+   one orientation and is not padded to a square;
 4. photometric jitter (brightness, contrast, saturation, hue) of strength ``photometric``;
 5. boxes narrower or shorter than ``min_box_size`` dropped with their labels
    (``v2.SanitizeBoundingBoxes``), and ImageNet normalisation (``transforms.normalise``).
@@ -19,7 +21,8 @@ network trains on the pixels and coordinates it is evaluated on, and the ``flip`
 image against 2.4 ms for OpenCV's HSV conversion (one core).
 
 Every random draw comes from the per-sample ``numpy.random.Generator`` the dataset builds from the
-sampler's augmentation seed (``data.sampler``), never from torch's global generator, so the same
+sampler's augmentation seed (``data.sampler``), and the batch-wide ones from the generator of the
+batch's seed, never from torch's global generator, so the same
 ``--seed`` gives the same batches with any number of workers.
 """
 import dataclasses
@@ -154,13 +157,16 @@ class TrainAugmentation:
                    scale_jitter=settings["scale_jitter"], photometric=settings["photometric"],
                    min_box_size=settings["min_box_size"])
 
-    def __call__(self, image, boxes, labels, rng=None):
+    def __call__(self, image, boxes, labels, rng=None, batch_rng=None):
         rng = rng if rng is not None else np.random.default_rng()
-        return self.apply(image, boxes, labels, self.draw(rng, *image.shape[:2]))
+        return self.apply(image, boxes, labels, self.draw(rng, *image.shape[:2], batch_rng=batch_rng))
 
-    def draw(self, rng, height, width):
+    def draw(self, rng, height, width, batch_rng=None):
         """The random choices for an image of this size, drawn in a fixed order. With one short side,
-        no jitter and no colour, the only draw is the horizontal flip's, as in ``TrainTransform``."""
+        no jitter and no colour, the only draw is the horizontal flip's, as in ``TrainTransform``.
+
+        ``batch_rng``: the batch's generator, the same state for every image of a batch; the quarter
+        turn's parity comes from it (from ``rng`` without it), the half turn from ``rng``."""
         sides = self.train_sides
         side = sides[int(rng.integers(len(sides)))] if len(sides) > 1 else sides[0]
         base = resize_scale(height, width, side, self.max_side)
@@ -173,7 +179,9 @@ class TrainAugmentation:
             draw.left = int(rng.integers(max(0, new_width - draw.canvas[1]) + 1))
         draw.hflip = self.flip and rng.random() < 0.5
         draw.vflip = self.vflip and rng.random() < 0.5
-        draw.quarter_turns = int(rng.integers(4)) if self.rot90 else 0
+        if self.rot90:
+            odd = int((batch_rng if batch_rng is not None else rng).integers(2))
+            draw.quarter_turns = odd + 2 * int(rng.integers(2))
         if self.photometric > 0:
             draw.colour = draw_colour(rng, self.photometric)
         return draw

@@ -4,7 +4,9 @@ Images are grouped by aspect ratio (by default landscape, width >= height, versu
 read from the dataset JSON rather than by decoding images. Every epoch the images are
 reshuffled under ``(seed, epoch)``, batched within their group, and the batches shuffled, so a
 resumed run sees exactly the batches an uninterrupted one would. Each index comes with a
-per-sample augmentation seed, which makes augmentation independent of worker count.
+per-sample augmentation seed, which makes augmentation independent of worker count, and with the
+batch's seed, for the draws a whole batch shares (``--rot90``'s orientation, so that a batch of
+non-square images keeps one shape): items are ``(index, sample seed, batch seed)``.
 
 For several processes (``num_replicas`` > 1) every rank builds the same batch list and takes
 every ``num_replicas``-th batch, the list padded by repetition so all ranks step equally often.
@@ -43,6 +45,9 @@ class AspectRatioBatchSampler(Sampler):
         count = len(self.groups)
         order = rng.permutation(count) if self.shuffle else np.arange(count)
         augmentation_seeds = rng.integers(0, 2**31 - 1, size=count)
+        # Batch seeds from a generator of their own, so the order and the sample seeds above do not
+        # depend on them.
+        batch_seeds = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, 2**31 - 1, size=count)
         batches = []
         for group in np.unique(self.groups):
             members = order[self.groups[order] == group]
@@ -50,7 +55,8 @@ class AspectRatioBatchSampler(Sampler):
                 batch = members[start:start + self.batch_size]
                 if len(batch) < self.batch_size and self.drop_last:
                     continue
-                batches.append([(int(index), int(augmentation_seeds[index])) for index in batch])
+                batch_seed = int(batch_seeds[len(batches)])
+                batches.append([(int(index), int(augmentation_seeds[index]), batch_seed) for index in batch])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.num_replicas > 1 and self.shuffle and batches:

@@ -240,7 +240,8 @@ def add_augment_arguments(group):
                             "images, where up and down carry no meaning)")
     group.add_argument("--rot90", action="store_true",
                        help="also rotate training images by a random multiple of 90 degrees (overhead and microscope "
-                            "images; a non-square image then changes orientation, so its batch pads more)")
+                            "images); a batch turns by a quarter all its images or none, so non-square images keep "
+                            "one shape per batch and are not padded to a square")
     group.add_argument("--min_box_size", type=non_negative_float, default=None, metavar="PX",
                        help="drop boxes narrower or shorter than PX pixels after augmentation, with their labels: "
                             "0 (keep every box; not with a --scale_jitter that crops) or at least 1 (default: the "
