@@ -106,7 +106,7 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, key):
         """key: an index, or (index, sample seed[, batch seed]) as the batch sampler yields."""
-        index, seed, batch_seed = (tuple(key) + (None, None))[:3] if isinstance(key, tuple) else (key, None, None)
+        index, seed, batch_seed = (*key, None, None)[:3] if isinstance(key, tuple) else (key, None, None)
         info = self.images[index]
         try:
             image = load_image_rgb(self.image_path(index))
@@ -116,9 +116,9 @@ class CocoDetection(Dataset):
             print(f"warning: skipping image id {info['id']}: {error}", file=sys.stderr)
             return None
         rng = np.random.default_rng(seed) if seed is not None else None
-        batch_rng = np.random.default_rng(batch_seed) if batch_seed is not None else None
         boxes, labels = self._boxes[index], self._labels[index]
         if getattr(self.transform, "takes_labels", False):  # augmentation may drop boxes; their labels go too
+            batch_rng = np.random.default_rng(batch_seed) if batch_seed is not None else None  # batch-wide draws
             tensor, boxes, labels, scale = self.transform(image, boxes, labels, rng, batch_rng)
         else:
             tensor, boxes, scale = self.transform(image, boxes, rng)
