@@ -95,6 +95,28 @@ def test_resume_gives_the_same_weights_and_losses_as_an_uninterrupted_run(tiny_d
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_extending_a_run_moves_the_drop_that_epochs_placed(tiny_data, tmp_path, capsys):
+    # No --milestones: the drop follows --epochs (after 7/8 of them). A 1-epoch run extended to 4 must
+    # train as a 4-epoch run would, not at a tenth of the rate after the first run's drop.
+    common = ["--eval_every", "0", "--val_set", "", "--warmup_iters", "0"]
+    straight = _train(tiny_data, tmp_path, "straight4", "--epochs", "4", *common)
+    _train(tiny_data, tmp_path, "short", "--epochs", "1", *common)
+    capsys.readouterr()
+    extended = _train(tiny_data, tmp_path, "short", "--epochs", "4", *common, "--resume",
+                      str(tmp_path / "output" / "short" / "checkpoint_last.pt"))
+    printed = capsys.readouterr().out
+    assert "override: --milestones 4 (run had 1): the learning-rate drop follows --epochs 4" in printed
+    a = load_checkpoint(str(straight / "checkpoint_last.pt"))
+    b = load_checkpoint(str(extended / "checkpoint_last.pt"))
+    assert a["args"]["milestones"] == b["args"]["milestones"] == [4]
+    assert a["loss_history"] == b["loss_history"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    rates = [json.loads(line)["lr"] for line in (extended / "metrics.jsonl").read_text().splitlines()]
+    assert rates == [json.loads(line)["lr"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert len(set(rates)) == 1  # the full rate throughout: the drop after epoch 4 is never reached
+
+
 def test_predictions_on_plain_image_files_need_no_dataset_json(tiny_data, tmp_path):
     run = _train(tiny_data, tmp_path, "plain", "--epochs", "1", "--val_set", "")
     folder = os.path.join(tiny_data, "images", "test")

@@ -499,6 +499,7 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
             overrides.append(f"override: --{name} {_format_flag(new)} (run had {_format_flag(old)})")
         else:
             refused.append(f"--{name} {_format_flag(new)} (run had {_format_flag(old)}) would change {_why_fixed(name)}")
+    overrides += _rederive_milestones(values, saved, given)
     done = checkpoint.get("epoch", 0)
     if isinstance(done, int) and values["epochs"] < done:
         refused.append(f"--epochs {values['epochs']}: the run has already trained {done} epochs")
@@ -506,6 +507,22 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
         raise ValueError(f"cannot resume {checkpoint_path} with {'; '.join(refused)}; "
                          "leave these flags out, or start a new run")
     return argparse.Namespace(**values), overrides
+
+
+def _rederive_milestones(values, saved, given):
+    """A run whose learning-rate drop came from --epochs (the default) keeps that rule when --epochs
+    changes on resume: the drop moves with the new total, and a line says from where to where.
+    Milestones typed for the run, or given now, stay as they are. Returns the lines to print."""
+    old_epochs, old_milestones = saved.get("epochs"), saved.get("milestones")
+    if ("epochs" not in given or "milestones" in given or values["epochs"] == old_epochs
+            or not isinstance(old_epochs, int) or list(old_milestones or []) != default_milestones(old_epochs)):
+        return []
+    values["milestones"] = default_milestones(values["epochs"])
+    if values["milestones"] == list(old_milestones):
+        return []
+    return [f"override: --milestones {_format_flag(values['milestones'])} (run had {_format_flag(old_milestones)}): "
+            f"the learning-rate drop follows --epochs {values['epochs']} as it followed --epochs {old_epochs}; "
+            "give --milestones to place it yourself"]
 
 
 def _saved_value(name, value):
