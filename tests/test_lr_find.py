@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retinanet.data.synthetic import generate_dataset
-from retinanet.runs.lr_find import exponential_rates, lowest_index, settled_index, smooth, suggest_index
+from retinanet.runs.lr_find import (DIVERGENCE_FACTOR, exponential_rates, lowest_index, settled_index, smooth,
+                                    suggest_index)
 from scripts import ROOT, TINY_TRAIN_FLAGS
 
 
@@ -50,14 +51,18 @@ def test_range_test_on_generated_data_suggests_a_rate_on_the_descent(tmp_path, o
     generate_dataset(str(data), num_train=4, num_val=1, num_test=1, min_size=96, max_size=128, seed=11)
     png = tmp_path / "plots" / "lr.png"
     tool = _load_tool("lr_find")
-    tool.main(["--coco_path", str(data), *TINY_TRAIN_FLAGS, "--num_steps", "40", "--start_lr", "1e-5",
-               "--end_lr", "10", "--output", str(png), "--output_path", str(tmp_path / "runs"),
+    tool.main(["--coco_path", str(data), *TINY_TRAIN_FLAGS, "--num_steps", "50", "--start_lr", "1e-5",
+               "--end_lr", "1000", "--output", str(png), "--output_path", str(tmp_path / "runs"),
                "--log_dir", str(tmp_path / "logs")])
     curve = json.loads(png.with_suffix(".json").read_text())
     smoothed, rates, index = np.array(curve["smoothed"]), np.array(curve["learning_rates"]), curve["suggested_index"]
-    # Adam at rates near 1 blows the loss up long before --end_lr 10: the test stops there.
-    assert curve["stop_reason"].startswith(("diverged", "the loss was not finite")) and len(smoothed) < 40
-    assert rates == pytest.approx(exponential_rates(1e-5, 10, 40)[:len(rates)])
+    # Adam blows the loss up somewhere past a rate of 0.1 (where exactly depends on the processor's
+    # kernels), far before --end_lr 1000: the test stops when it happens, and not before.
+    assert curve["stop_reason"].startswith(("diverged", "the loss was not finite")) and len(smoothed) < 50
+    if curve["stop_reason"].startswith("diverged"):
+        assert smoothed[-1] > DIVERGENCE_FACTOR * smoothed.min()
+    assert all(smoothed[i] <= DIVERGENCE_FACTOR * smoothed[:i + 1].min() for i in range(len(smoothed) - 1))
+    assert rates == pytest.approx(exponential_rates(1e-5, 1000, 50)[:len(rates)])
     lowest = lowest_index(list(smoothed))
     assert settled_index(len(smoothed)) <= index < lowest
     assert np.gradient(smoothed, np.log10(rates))[index] < 0  # descending where it points
