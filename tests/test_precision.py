@@ -20,9 +20,23 @@ CPU = torch.device("cpu")
     (True, False, None, "float32"),
 ])
 def test_cpu_precision_follows_the_hardware_unless_forced(monkeypatch, native, amp, dtype, reason):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(device_module, "cpu_has_native_bfloat16", lambda: native)
     chosen, why = choose_precision(CPU, amp)
     assert chosen == dtype and reason in why
+
+
+@pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+def test_an_isa_limit_below_bfloat16_means_float32_on_auto(monkeypatch, variable):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv(variable, "avx2")
+    assert not device_module.cpu_has_native_bfloat16()
+    chosen, why = choose_precision(CPU, "auto")
+    assert chosen is None and why == "float32 (--amp auto: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from AVX512-BF16 and AMX)"
+    monkeypatch.setenv(variable, "AVX512_CORE_AMX")  # a limit at or above bfloat16 leaves the hardware's say
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert device_module.cpu_has_native_bfloat16() == hardware
 
 
 def test_a_gpu_without_bfloat16_uses_float32_on_auto_and_float16_when_forced(monkeypatch):

@@ -1,4 +1,5 @@
 """Choosing the device and the autocast dtype, once, for every script and the Python API."""
+import os
 import sys
 
 import torch
@@ -20,10 +21,31 @@ def resolve_device(name):
 AMP_CHOICES = ("auto", "on", "off")
 
 
+# oneDNN instruction-set limits below AVX512_CORE_BF16: with one of these in ONEDNN_MAX_CPU_ISA (or
+# its older name DNNL_MAX_CPU_ISA), oneDNN emulates bfloat16 whatever the processor has.
+ISA_LIMITS_WITHOUT_BFLOAT16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def isa_limit():
+    """The oneDNN instruction-set limit set in the environment, upper-case, or None."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value else None
+
+
 def cpu_has_native_bfloat16():
-    """True where the processor has AVX512-BF16 or AMX instructions (bfloat16 runs fast there)."""
+    """True where the processor has AVX512-BF16 or AMX instructions (bfloat16 runs fast there) and
+    no oneDNN instruction-set limit in the environment keeps them from being used."""
+    if isa_limit() in ISA_LIMITS_WITHOUT_BFLOAT16:
+        return False
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None)
+
+
+def _no_native_reason():
+    limit = isa_limit()
+    if limit in ISA_LIMITS_WITHOUT_BFLOAT16:
+        return f"ONEDNN_MAX_CPU_ISA={limit} keeps oneDNN from AVX512-BF16 and AMX"
+    return "this CPU has no AVX512-BF16 or AMX"
 
 
 def choose_precision(device, amp):
@@ -48,12 +70,8 @@ def choose_precision(device, amp):
     if cpu_has_native_bfloat16():
         return torch.bfloat16, f"bfloat16 autocast (--amp {amp}: this CPU has AVX512-BF16 or AMX)"
     if amp == "auto":
-        return None, "float32 (--amp auto: this CPU has no AVX512-BF16 or AMX)"
-    print("warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX); --amp on will likely be slower "
-          "than float32", file=sys.stderr)
-    return torch.bfloat16, "bfloat16 autocast (--amp on, emulated: this CPU has no AVX512-BF16 or AMX)"
+        return None, f"float32 (--amp auto: {_no_native_reason()})"
+    print(f"warning: no native bfloat16 ({_no_native_reason()}); --amp on will likely be slower than float32",
+          file=sys.stderr)
+    return torch.bfloat16, f"bfloat16 autocast (--amp on, emulated: {_no_native_reason()})"
 
-
-def amp_dtype_for(device, amp):
-    """The autocast dtype ``choose_precision`` picks (None for float32)."""
-    return choose_precision(device, amp)[0]
