@@ -24,9 +24,10 @@ from retinanet.data.loader import collate, sample_from_image
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
 from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
+from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from retinanet.util.device import amp_dtype_for, resolve_device
+from retinanet.util.device import resolve_device
 
 
 class Detector:
@@ -40,6 +41,8 @@ class Detector:
     def __init__(self, model, class_names, category_ids=None, *, min_side=DEFAULT_MIN_SIDE,
                  max_side=DEFAULT_MAX_SIDE, device_config=None):
         self.device_config = device_config or DeviceConfig()
+        dtype = self.device_config.amp_dtype
+        self.precision = "float32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast (not checked)"
         self.model = model.to(self.device_config.device).eval()
         if self.device_config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -76,11 +79,17 @@ class Detector:
                                   f"{saved.get('depth')} model; leave --depth out to use the checkpoint's")
         model = model_from_checkpoint(checkpoint, path)
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        detector = cls(model, checkpoint["class_names"], checkpoint.get("category_ids"),
-                       min_side=min_side or saved.get("min_side", DEFAULT_MIN_SIDE),
-                       max_side=max_side or saved.get("max_side", DEFAULT_MAX_SIDE),
-                       device_config=DeviceConfig(device, amp_dtype_for(device, amp), channels_last))
+        min_side = min_side or saved.get("min_side", DEFAULT_MIN_SIDE)
+        max_side = max_side or saved.get("max_side", DEFAULT_MAX_SIDE)
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        amp_dtype, precision, _ = settle_precision(model, device, amp, check_input_sizes(min_side, max_side),
+                                                   training=False, channels_last=channels_last)
+        detector = cls(model, checkpoint["class_names"], checkpoint.get("category_ids"), min_side=min_side,
+                       max_side=max_side, device_config=DeviceConfig(device, amp_dtype, channels_last))
         detector.checkpoint_args = saved
+        detector.precision = precision
         return detector
 
     @classmethod
@@ -102,6 +111,7 @@ class Detector:
         detector = cls(model, metadata["class_names"], metadata["category_ids"],
                        min_side=min_side or metadata["min_side"], max_side=max_side or metadata["max_side"])
         detector.checkpoint_args = options
+        detector.precision = f"{'int8' if int8 is not None else 'float32'} ({backend})"
         return detector
 
     def predict(self, images, *, score_threshold=0.05, nms_iou=0.5, max_detections=100, batch_size=4):

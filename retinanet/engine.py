@@ -8,6 +8,7 @@
 
 Nothing here reads argparse objects: every setting is an explicit keyword.
 """
+import dataclasses
 import sys
 import time
 from contextlib import nullcontext
@@ -42,6 +43,10 @@ class DeviceConfig:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
+    def in_float32(self):
+        """The same place and memory format without autocast."""
+        return dataclasses.replace(self, amp_dtype=None)
+
     def move(self, images):
         images = images.to(self.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
@@ -66,7 +71,7 @@ class EpochProgress:
 
 def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch, device_config, progress,
                     scaler=None, grad_clip=0.1, max_skipped_images=10, print_every=50, log=print,
-                    should_stop=None):
+                    should_stop=None, on_precision_fallback=None):
     """One pass over ``loader`` (the part after ``progress.steps`` when resuming mid-epoch).
 
     ``progress`` (an EpochProgress) is updated after every step. ``should_stop`` (a callable) is
@@ -92,8 +97,12 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
         if images is None:
             continue
         step = progress.steps + 1
-        values = training_step(model, criterion, optimizer, device_config.move(images), targets, device_config,
-                                scaler, grad_clip, epoch, step)
+        values, fallback = training_step(model, criterion, optimizer, device_config.move(images), targets,
+                                         device_config, scaler, grad_clip, epoch, step)
+        if fallback is not None:
+            device_config = device_config.in_float32()
+            if on_precision_fallback is not None:
+                on_precision_fallback(fallback)
         last_lr = optimizer.param_groups[0]["lr"]
         lr_scheduler.step()
         sums += values
@@ -124,32 +133,97 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
 
 
 def training_step(model, criterion, optimizer, images, targets, device_config, scaler, grad_clip, epoch, step):
-    """Forward, loss, backward, clip, step. Returns the (loss, cls_loss, box_loss) float64 CPU tensor."""
+    """Forward, loss, backward, clip, step. Returns ((loss, cls_loss, box_loss) float64 CPU tensor,
+    None or the reason the step was taken in float32).
+
+    Under reduced precision (bfloat16 without a gradient scaler), a non-finite loss or gradient is
+    retried once in float32 on the same batch before anything is changed: when float32 is finite
+    the step is taken in float32 and the reason is returned, so that the caller keeps the rest of
+    the run in float32; when float32 fails too, the rate or the data is at fault and
+    NonFiniteLossError says so. (A retried step updates BatchNorm running statistics twice; the
+    default frozen or group norms have none.)"""
+    rate = optimizer.param_groups[0]["lr"]
+    retry = device_config.amp_dtype is not None and scaler is None
+    values, norm, problem = _forward_backward(model, criterion, optimizer, images, targets, device_config, scaler)
+    fallback = None
+    if problem is not None and retry:
+        reduced_problem, reduced_values = problem, values
+        values, norm, problem = _forward_backward(model, criterion, optimizer, images, targets,
+                                                  device_config.in_float32(), scaler)
+        if problem is None:
+            fallback = (f"{_dtype_name(device_config.amp_dtype)} gave a non-finite {reduced_problem} at epoch "
+                        f"{epoch}, step {step} ({_format_losses(reduced_values)}), float32 a finite one on "
+                        "the same batch: the precision was at fault, so the run goes on in float32")
+        else:
+            raise NonFiniteLossError(
+                f"non-finite {problem} at epoch {epoch}, step {step} (rate {rate:.3g}) in "
+                f"{_dtype_name(device_config.amp_dtype)} and again in float32 on the same batch "
+                f"({_format_losses(values)}): not the precision. Try a lower --learning_rate")
+    elif problem is not None:
+        raise NonFiniteLossError(
+            f"non-finite {problem} at epoch {epoch}, step {step} (rate {rate:.3g}, "
+            f"{_dtype_name(device_config.amp_dtype or torch.float32)}): {_format_losses(values)}. "
+            "Try a lower --learning_rate")
+    if grad_clip and grad_clip > 0:
+        _clip_gradients(model, norm, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return values, fallback
+
+
+def _forward_backward(model, criterion, optimizer, images, targets, device_config, scaler):
+    """(losses as a float64 CPU tensor, the gradient norm on the device, None or what was not finite:
+    'loss' or 'gradient'). The gradients are left in the parameters (unscaled) for the step."""
     with device_config.autocast():
         outputs = model(images)
     losses = criterion(outputs, targets)
     loss = losses["loss"]
-    # One device-to-host copy per step serves both the NaN check and the running averages.
-    values = torch.stack([loss, losses["cls_loss"], losses["box_loss"]]).detach().double().cpu()
-    if not torch.isfinite(values).all():
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {step}: cls_loss={values[1].item():.4g}, "
-            f"box_loss={values[2].item():.4g}. Try a lower --learning_rate"
-            + (", or run without --amp" if device_config.amp_dtype is not None else ""))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
     else:
         loss.backward()
-    if grad_clip and grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    return values
+    norm = _gradient_norm(model)
+    # One device-to-host copy per step serves the checks and the running averages.
+    host = torch.stack([loss.detach(), losses["cls_loss"].detach(), losses["box_loss"].detach(),
+                        norm.to(loss.device, loss.dtype)]).double().cpu()
+    values = host[:3]
+    if not torch.isfinite(values).all():
+        return values, norm, "loss"
+    # With a gradient scaler (float16) non-finite gradients are expected: the scaler skips the step.
+    if scaler is None and not torch.isfinite(host[3]):
+        return values, norm, "gradient"
+    return values, norm, None
+
+
+def _gradient_norm(model):
+    """The 2-norm of all gradients as one tensor on the device (inf or NaN when any is not finite)."""
+    grads = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad, dtype=torch.float32)
+                                                 for grad in grads]))
+
+
+def _clip_gradients(model, norm, max_norm):
+    """Scale the gradients so that their norm is at most ``max_norm`` (as clip_grad_norm_, reusing
+    ``norm``, so the device is not asked twice)."""
+    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            parameter.grad.mul_(factor.to(parameter.grad.device, parameter.grad.dtype))
+
+
+def _format_losses(values):
+    return f"cls_loss={values[1].item():.4g}, box_loss={values[2].item():.4g}"
+
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
 
 
 @torch.no_grad()
@@ -158,7 +232,8 @@ def detect_batch(model, images, targets, *, postprocessor, device_config):
     ``boxes`` (D, 4) xyxy in original-image pixels, ``scores`` (D,), ``labels`` (D,) contiguous."""
     with device_config.autocast():
         outputs = model(device_config.move(images))
-    return postprocessor(outputs, [t["size"] for t in targets], [t["scale"] for t in targets])
+    return postprocessor(outputs, [t["size"] for t in targets], [t["scale"] for t in targets],
+                         [t.get("orig_size") for t in targets])
 
 
 @torch.no_grad()

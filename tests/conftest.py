@@ -14,6 +14,8 @@ from scripts import single_thread
 
 os.environ["RETINANET_OFFLINE"] = "1"
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="retinanet-test-torch-home-")
+# The reduced-precision verdicts of this run only: each test run checks its layers afresh.
+os.environ["RETINANET_CACHE_DIR"] = tempfile.mkdtemp(prefix="retinanet-test-cache-")
 
 
 @pytest.fixture

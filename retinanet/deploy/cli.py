@@ -48,11 +48,13 @@ def load_detector_or_exit(args, int8=True, **overrides):
     """``Detector.from_checkpoint`` with the device and backend flags (int8=False: ignore --int8).
     Anything unusable ends the run with one line and exit status 2."""
     try:
-        return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
-                                        channels_last=args.channels_last, backend=args.backend,
-                                        int8=calibration_from_args(args) if int8 else None, **overrides)
+        detector = Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
+                                            channels_last=args.channels_last, backend=args.backend,
+                                            int8=calibration_from_args(args) if int8 else None, **overrides)
     except (CheckpointError, ValueError, MissingExtraError, ExportCheckError, ExportedModelError, OSError) as error:
         options.fail(error)
+    print(f"precision: {detector.precision}")
+    return detector
 
 
 def int8_cost(args, loader, postprocessor, int8_stats, evaluator, **overrides):

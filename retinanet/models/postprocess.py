@@ -18,9 +18,11 @@ class PostProcessor:
         self.max_detections = max_detections
 
     @torch.no_grad()
-    def __call__(self, outputs, image_sizes, scales=None):
+    def __call__(self, outputs, image_sizes, scales=None, original_sizes=None):
         """outputs: the model's dict; image_sizes: (height, width) of each resized image before
-        padding; scales: resize factor per image (boxes are divided by it), or None.
+        padding; scales: resize factor per image (boxes are divided by it), or None;
+        original_sizes: (height, width) of each file, to clip the scaled boxes to (the resized
+        size is rounded, so it can reach up to half a resized pixel past the file's edge).
 
         Returns one dict per image: ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
         """
@@ -54,5 +56,7 @@ class PostProcessor:
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             if scales is not None:
                 boxes = boxes / scales[index]
+            if original_sizes is not None and original_sizes[index] is not None:
+                boxes = box_ops.clip_boxes(boxes, *original_sizes[index])
             detections.append({"boxes": boxes, "scores": scores, "labels": labels})
         return detections

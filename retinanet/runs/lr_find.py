@@ -24,12 +24,13 @@ import itertools
 import numpy as np
 import torch
 
-from retinanet.engine import DeviceConfig, NonFiniteLossError, TooManySkippedImagesError, training_step
+from retinanet.engine import NonFiniteLossError, TooManySkippedImagesError, training_step
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.optim import build_optimizer
 from retinanet.runs.options import resolve_training_args
-from retinanet.runs.trainer import resolve_start_or_exit, build_data, build_start_model, check_datasets, place_model
-from retinanet.util.device import choose_precision, resolve_device
+from retinanet.runs.trainer import (build_data, build_start_model, check_datasets, place_model, resolve_start_or_exit,
+                                     settle_training_precision)
+from retinanet.util.device import resolve_device
 from retinanet.util.io import write_figure_png, write_json
 
 SMOOTHING = 0.95
@@ -118,11 +119,14 @@ def run_range_test(args, start_lr, end_lr, num_steps, log=print):
         for group in optimizer.param_groups:
             group["lr"] = float(rate)
         try:
-            values = training_step(model, criterion, optimizer, device_config.move(images), targets, device_config,
-                                    scaler, args.grad_clip, epoch + 1, step)
+            values, fallback = training_step(model, criterion, optimizer, device_config.move(images), targets,
+                                             device_config, scaler, args.grad_clip, epoch + 1, step)
         except NonFiniteLossError:
             stop_reason = f"the loss was not finite at rate {rate:.3g}"
             break
+        if fallback is not None:
+            device_config = device_config.in_float32()
+            log(f"warning: {fallback}")
         losses.append(float(values[0]))
         smoothed = smooth(losses)
         if step % report_every == 0:
@@ -141,7 +145,6 @@ def _set_up(args, start_lr, log):
         device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"error: --device: {error}") from None
-    amp_dtype, precision = choose_precision(device, args.amp)
     torch.manual_seed(args.seed)
     if not args.skip_dataset_check:
         check_datasets(args)
@@ -149,13 +152,14 @@ def _set_up(args, start_lr, log):
     start, start_lines = resolve_start_or_exit(args)
     model, weight_lines = build_start_model(train_set.class_names, args, start)
     model, _ = place_model(model, args, device, world_size=1)
+    device_config, precision, _ = settle_training_precision(model, args, device, [train_set])
     for line in [f"start: {start.description}"] + start_lines + weight_lines + [f"device {device}, {precision}"]:
         log(line)
     criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
                               low_quality_matches=args.low_quality_matches)
     optimizer = build_optimizer(model.parameters(), args.optimizer, start_lr, args.weight_decay, args.momentum)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    return model, loader, criterion, optimizer, scaler, DeviceConfig(device, amp_dtype, args.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if device_config.amp_dtype == torch.float16 else None
+    return model, loader, criterion, optimizer, scaler, device_config
 
 
 def _batches(loader, max_skipped_images):

@@ -22,6 +22,7 @@ from retinanet.engine import (DeviceConfig, EpochProgress, NonFiniteLossError, T
 from retinanet.models.backbone import freeze_stages, load_pretrained_backbone
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.postprocess import PostProcessor
+from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.retinanet import build_model, model_options
 from retinanet.models.transfer import TransferError, transfer_weights
 from retinanet.optim import build_lr_scheduler, build_optimizer
@@ -32,7 +33,7 @@ from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, ne
 from retinanet.runs.signals import StopRequest
 from retinanet.runs.start import StartError, apply_start, resolve_start
 from retinanet.util import distributed
-from retinanet.util.device import choose_precision, resolve_device
+from retinanet.util.device import resolve_device
 
 
 class Trainer:
@@ -46,8 +47,6 @@ class Trainer:
         if device.type == "cuda" and self.world_size > 1:
             device = torch.device("cuda", local_rank)
         self.is_main = self.rank == 0
-        amp_dtype, self.precision = choose_precision(device, args.amp)
-        self.device_config = DeviceConfig(device, amp_dtype, args.channels_last)
         torch.manual_seed(args.seed)
         if self.is_main and not args.skip_dataset_check:
             check_datasets(args)
@@ -59,13 +58,17 @@ class Trainer:
             start, start_lines = resolve_start_or_exit(args)
         # Weights are loaded before the run folder is claimed, so a source that does not fit writes nothing.
         model, weight_lines = build_start_model(self.train_set.class_names, args, start)
+        self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
+        self.precision_fallback = (resume_state or {}).get("precision_fallback")
+        self.device_config, self.precision, self.precision_check = settle_training_precision(
+            self.model_without_ddp, args, device, [self.train_set] + ([self.val_loader.dataset] if self.val_loader
+                                                                      else []), self.precision_fallback)
         self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
         self.log = self._open_run(resume_state)
         if start is not None:
             self._log_start(start, start_lines + weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
             self.log("\n".join(training_report_lines(self.train_set, args, augment_settings(vars(args)))))
-        self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
         self.criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
                                        low_quality_matches=args.low_quality_matches)
         trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
@@ -95,14 +98,30 @@ class Trainer:
         except RunDirError as error:
             raise SystemExit(f"error: {error}") from None
         log = self.run.open_log()
-        self.run.write_config(dict(vars(self.args), run_name=self.run.name, class_names=self.train_set.class_names,
-                                   world_size=self.world_size, device_used=str(self.device_config.device),
-                                   precision=self.precision, num_train_images=len(self.train_set)))
+        self._write_config()
         log(f"run {self.run.name}: {len(self.train_set)} training images, {self.train_set.num_classes} classes, "
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
         log(f"precision: {self.precision}")
         log(f"augmentation: {describe(augment_settings(vars(self.args)), self.args.max_side)}")
         return log
+
+    def _write_config(self):
+        check = self.precision_check.as_dict() if self.precision_check is not None else None
+        self.run.write_config(dict(vars(self.args), run_name=self.run.name, class_names=self.train_set.class_names,
+                                   world_size=self.world_size, device_used=str(self.device_config.device),
+                                   precision=self.precision, precision_check=check,
+                                   precision_fallback=self.precision_fallback, num_train_images=len(self.train_set)))
+
+    def _fall_back_to_float32(self, reason):
+        """A step was only finite in float32 (engine.training_step): the rest of the run uses float32."""
+        self.device_config = self.device_config.in_float32()
+        self.precision_fallback = reason
+        self.precision = f"float32 (switched during training: {reason})"
+        if self.is_main:
+            self.log(f"warning: {reason}")
+            if self.log is not print:
+                print(f"warning: {reason}", file=sys.stderr)
+                self._write_config()
 
     def _log_start(self, start, lines):
         """The start's lines, first in the log; a warning also on stderr, so that it is seen."""
@@ -152,7 +171,7 @@ class Trainer:
             self.model, self.criterion, self.optimizer, self.lr_scheduler, self.train_loader, epoch=epoch + 1,
             device_config=self.device_config, progress=self.progress, scaler=self.scaler, grad_clip=args.grad_clip,
             max_skipped_images=args.max_skipped_images, print_every=args.print_every, log=self.log,
-            should_stop=self.stop.requested)}
+            should_stop=self.stop.requested, on_precision_fallback=self._fall_back_to_float32)}
         self.loss_history.append(record["loss"])
         self.epochs_done, self.progress = epoch + 1, EpochProgress()
         last = epoch + 1 == args.epochs
@@ -191,6 +210,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "loss_history": list(self.loss_history),
             "rng_states": capture_rng_states(),
+            "precision_fallback": self.precision_fallback,
             "args": dict(vars(self.args), run_name=self.run.name),
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.label_to_category_id),
@@ -271,6 +291,21 @@ def divergence_advice(last_good, learning_rate):
         return f"continue from the last good checkpoint at a lower rate: python train.py --resume {last_good} " \
                f"--learning_rate {lower}"
     return f"no epoch finished before it: start again with a lower --learning_rate (e.g. {lower})"
+
+def settle_training_precision(model, args, device, datasets, fallback=None):
+    """(DeviceConfig, the precision sentence, PrecisionCheck or None) of a training run: --amp's
+    choice, checked layer by layer at the sizes the run's images take (models.precision); float32
+    when an earlier segment of the run fell back to it (``fallback``, its reason)."""
+    if fallback:
+        return DeviceConfig(device, None, args.channels_last), f"float32 (the run switched to it: {fallback})", None
+    settings = augment_settings(vars(args))
+    image_sizes = [(image["width"], image["height"]) for dataset in datasets for image in dataset.images]
+    sizes = check_input_sizes(args.min_side, args.max_side, image_sizes, settings["train_sides"] + [args.min_side],
+                              rot90=settings["rot90"])
+    amp_dtype, precision, check = settle_precision(model, device, args.amp, sizes, training=True,
+                                                   channels_last=args.channels_last)
+    return DeviceConfig(device, amp_dtype, args.channels_last), precision, check
+
 
 def _resolve_device(name):
     try:
