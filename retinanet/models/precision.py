@@ -15,18 +15,14 @@ input shapes the run will meet, in float32 and under autocast on random input, a
 - When what is kept in float32 is more than ``MAX_FLOAT32_SHARE`` of the model's convolution work, or
   the whole model's output under autocast is not finite, the run uses float32 as a whole.
 - Verdicts are cached per machine (processor or GPU, PyTorch version, ISA limit, threads) and
-  shape in ``precision_checks.json`` under ``cache_dir()``, so a second run on the same machine
+  shape in ``precision_checks.json`` (``util.verdict_cache``), so a second run on the same machine
   and sizes checks nothing.
 
 Measured on an AMD EPYC with AVX512-BF16 (2 threads): bfloat16 errors of 0.3-0.5% in the forward
 pass and the gradients, so the bound of 5% leaves a factor of ten on both sides of it.
 """
 import copy
-import json
 import math
-import os
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -35,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retinanet.util.device import choose_precision
-from retinanet.util.io import write_json
+from retinanet.util.verdict_cache import VerdictCache, machine_fingerprint
 
 RELATIVE_ERROR_BOUND = 0.05
 MAX_FLOAT32_SHARE = 0.5
@@ -45,7 +41,6 @@ MAX_FLOAT32_SHARE = 0.5
 SMALL_INPUT_PIXELS = 64
 SMALL_INPUT_REPEATS = 3
 SMALL_LAYER_PIXELS = 32 * 32
-CACHE_VERSION = 1
 
 
 class Float32Conv2d(nn.Conv2d):
@@ -129,7 +124,7 @@ def check_model(model, device, dtype, input_sizes, *, training, channels_last=Fa
     gradients and random state are left as they were."""
     started = time.perf_counter()
     release_float32_layers(model)
-    cache = _Cache(device) if use_cache else None
+    cache = VerdictCache("precision_checks.json", machine_fingerprint(device)) if use_cache else None
     result = PrecisionCheck(dtype, [tuple(size) for size in input_sizes])
     shapes = _conv_input_shapes(model, input_sizes, batch_size)
     convs = dict(model.named_modules())
@@ -347,77 +342,3 @@ def _dtype_name(dtype):
 
 def _format_error(error):
     return "not finite" if not math.isfinite(error) else f"{error:.3g}"
-
-
-# ----- the verdict cache ---------------------------------------------------------------------------
-def cache_dir():
-    """``$RETINANET_CACHE_DIR``, else ``$XDG_CACHE_HOME/retinanet``, else ``~/.cache/retinanet``."""
-    if os.environ.get("RETINANET_CACHE_DIR"):
-        return os.environ["RETINANET_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "retinanet")
-
-
-def machine_fingerprint(device):
-    """What a kernel's choice depends on: the processor or GPU, PyTorch, the ISA limit, the threads."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        hardware = f"{torch.cuda.get_device_name(index)} cuda {torch.version.cuda}"
-    else:
-        hardware = f"{_cpu_model()} {torch.backends.cpu.get_cpu_capability()} threads {torch.get_num_threads()}"
-    limits = " ".join(f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-                      if os.environ.get(name))
-    return f"torch {torch.__version__} | {hardware}" + (f" | {limits}" if limits else "")
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-class _Cache:
-    """{fingerprint: {layer key: error}} in one JSON file; a missing or unreadable file is an empty
-    cache, and a failed write only costs the next run the check again."""
-
-    def __init__(self, device):
-        self.path = os.path.join(cache_dir(), "precision_checks.json")
-        self.fingerprint = machine_fingerprint(device)
-        self.new = {}
-        try:
-            with open(self.path, encoding="utf-8") as stream:
-                saved = json.load(stream)
-            valid = isinstance(saved, dict) and saved.get("version") == CACHE_VERSION
-            self.entries = saved.get("machines", {}).get(self.fingerprint, {}) if valid else {}
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def get(self, key):
-        value = self.entries.get(key)
-        return float(value) if isinstance(value, (int, float)) else None
-
-    def put(self, key, error):
-        self.new[key] = error if math.isfinite(error) else 1e30
-
-    def save(self):
-        if not self.new:
-            return
-        try:
-            try:
-                with open(self.path, encoding="utf-8") as stream:
-                    saved = json.load(stream)
-                if not isinstance(saved, dict) or saved.get("version") != CACHE_VERSION:
-                    saved = {}
-            except (OSError, ValueError):
-                saved = {}
-            machines = saved.get("machines") if isinstance(saved.get("machines"), dict) else {}
-            machines.setdefault(self.fingerprint, {}).update(self.new)
-            write_json(self.path, {"version": CACHE_VERSION, "machines": machines})
-        except OSError as error:  # a read-only home: the check runs again next time, and says why
-            print(f"warning: cannot write the precision-check cache {self.path}: {error.strerror or error}; "
-                  "set RETINANET_CACHE_DIR to a writable folder to keep the verdicts", file=sys.stderr)
