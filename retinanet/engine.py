@@ -238,11 +238,12 @@ def detect_batch(model, images, targets, *, postprocessor, device_config):
 
 @torch.no_grad()
 def predict(model, loader, *, postprocessor, device_config, label_to_category_id, progress_desc="inference",
-            stats=None):
+            stats=None, should_stop=None):
     """Run the model over ``loader`` and return detections as a COCO results list.
 
     Images that fail to decode (a dataset built with ``skip_unreadable=True``) are skipped; their
-    number is stored as ``stats['skipped_images']`` when a ``stats`` dict is given."""
+    number is stored as ``stats['skipped_images']`` when a ``stats`` dict is given. ``should_stop``
+    (a callable) is asked after every batch; when it says yes, KeyboardInterrupt is raised there."""
     model.eval()
     results = []
     skipped = 0
@@ -254,23 +255,25 @@ def predict(model, loader, *, postprocessor, device_config, label_to_category_id
         detections = detect_batch(model, images, targets, postprocessor=postprocessor, device_config=device_config)
         for target, detection in zip(targets, detections):
             results.extend(detections_to_coco(detection, target["image_id"], label_to_category_id))
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
     if stats is not None:
         stats["skipped_images"] = skipped
     return results
 
 
-def evaluate(model, loader, *, postprocessor, device_config, evaluator="faster", stats=None):
+def evaluate(model, loader, *, postprocessor, device_config, evaluator="faster", stats=None, should_stop=None):
     """Predict on ``loader``'s COCO set (sharded over processes) and score it on the main process.
 
     Returns (results, evaluation dict or None); the evaluation is None on other processes and for
     a set without annotations (see ``evaluation.coco_eval.evaluate_detections`` for its keys).
     ``stats``, when given, receives ``skipped_images``: images that failed to decode, over all
-    processes (they count as images without detections).
+    processes (they count as images without detections). ``should_stop``: as for ``predict``.
     """
     dataset = loader.dataset
     own = {}
     results = predict(model, loader, postprocessor=postprocessor, device_config=device_config,
-                      label_to_category_id=dataset.label_to_category_id, stats=own)
+                      label_to_category_id=dataset.label_to_category_id, stats=own, should_stop=should_stop)
     parts = distributed.all_gather_objects((results, own["skipped_images"]))
     results = [entry for part, _ in parts for entry in part]
     if stats is not None:

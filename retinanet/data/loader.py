@@ -5,9 +5,12 @@
 a COCO set, for training, evaluation and benchmarks alike. :class:`ImageFiles` serves images
 that belong to no COCO set (``vis.py --images``) under the same contract, with ids 1..N.
 """
+import atexit
+import importlib
 import math
 import os
 import signal
+import weakref
 
 import numpy as np
 import torch
@@ -37,9 +40,55 @@ def collate(batch, size_divisor=32):
     return images, [target for _, target in samples], num_skipped
 
 
-def _ignore_ctrl_c(worker_id):
-    # Ctrl-C is handled by the main process, which stops between two steps; workers keep serving.
+class DetectionLoader(DataLoader):
+    """A DataLoader whose worker processes are shut down in order when the program ends.
+
+    The workers ignore SIGINT and SIGTERM (``_ignore_stop_signals``), so multiprocessing's own exit
+    handler, which terminates daemon children with SIGTERM and then waits for them, would wait for
+    ever on persistent workers: ``shutdown_loader_workers`` runs first (atexit handlers run last
+    registered first) and tells them to finish through their queues."""
+
+    def _get_iterator(self):
+        iterator = super()._get_iterator()
+        if self.num_workers > 0:
+            _WORKER_ITERATORS.add(iterator)
+            _WORKER_PROCESSES[:] = [process for process in _WORKER_PROCESSES if process.is_alive()]
+            _WORKER_PROCESSES.extend(getattr(iterator, "_workers", []))
+        return iterator
+
+
+_WORKER_ITERATORS = weakref.WeakSet()
+_WORKER_PROCESSES = []
+# How long a worker may take to finish the batch in hand once told to stop.
+WORKER_STOP_SECONDS = 10
+
+
+def shutdown_loader_workers():
+    """Stop the worker processes of every DetectionLoader: idle ones exit at once, busy ones after
+    the batch in hand; one still there after WORKER_STOP_SECONDS (it ignores SIGTERM) is killed."""
+    for iterator in list(_WORKER_ITERATORS):
+        iterator._shutdown_workers()
+        _WORKER_ITERATORS.discard(iterator)
+    for process in _WORKER_PROCESSES:
+        process.join(timeout=WORKER_STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    _WORKER_PROCESSES.clear()
+
+
+# multiprocessing.util registers its exit handler when first imported, which may be as late as the
+# first worker's start: importing it here puts ours after it, so that ours runs first.
+importlib.import_module("multiprocessing.util")
+atexit.register(shutdown_loader_workers)
+
+
+def _ignore_stop_signals(worker_id):
+    # Ctrl-C and SIGTERM are handled by the main process, which stops between two steps and saves;
+    # workers keep serving until it shuts them down. Schedulers (Slurm's scancel, docker stop,
+    # Kubernetes) and a terminal's Ctrl-C signal the whole process group, workers included.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_loader(dataset, *, batch_size, shuffle=False, drop_last=False, seed=0, workers=0, pin_memory=False,
@@ -52,9 +101,9 @@ def build_loader(dataset, *, batch_size, shuffle=False, drop_last=False, seed=0,
     """
     sampler = AspectRatioBatchSampler(dataset.aspect_ratios(), batch_size, drop_last=drop_last, shuffle=shuffle,
                                       seed=seed, num_replicas=world_size, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+    return DetectionLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, persistent_workers=workers > 0,
-                      worker_init_fn=_ignore_ctrl_c if workers > 0 else None)
+                      worker_init_fn=_ignore_stop_signals if workers > 0 else None)
 
 
 def list_images(paths):

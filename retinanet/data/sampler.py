@@ -30,12 +30,15 @@ class AspectRatioBatchSampler(Sampler):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        # Batches to leave out at the start of the next pass (resuming inside an epoch).
+        # Batches to leave out at the start of every pass over this epoch (resuming inside an epoch).
+        # Not spent by a pass: torch's multi-process loader calls iter() on the sampler twice.
         self.skip_batches = 0
         self._cached = None
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch, skip_batches=0):
+        """Iterate over ``epoch``'s batches from now on, leaving out its first ``skip_batches``."""
         self.epoch = epoch
+        self.skip_batches = skip_batches
 
     def _all_batches(self):
         # The batches depend only on the epoch; len() and iteration share one computation.
@@ -68,8 +71,7 @@ class AspectRatioBatchSampler(Sampler):
 
     def __iter__(self):
         batches = self._all_batches()[self.rank::self.num_replicas]
-        skip, self.skip_batches = self.skip_batches, 0
-        return iter(batches[skip:])
+        return iter(batches[self.skip_batches:])
 
     def __len__(self):
         return len(self._all_batches()[self.rank::self.num_replicas])

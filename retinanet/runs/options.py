@@ -38,6 +38,46 @@ def non_negative_int(text):
     return value
 
 
+# Each loader worker is a process holding PyTorch and the dataset: about 0.5 GB seen here.
+WORKER_MEMORY_BYTES = 512 * 2**20
+WORKERS_PER_CORE = 4
+
+
+def worker_limit():
+    """(most loader workers, why): WORKERS_PER_CORE per core this process may use, and no more than
+    the available memory holds at WORKER_MEMORY_BYTES each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit, why = WORKERS_PER_CORE * cores, f"{cores} cores"
+    available = _available_memory()
+    if available is not None:
+        by_memory = max(1, available // WORKER_MEMORY_BYTES)
+        why += f" and {available / 2**30:.1f} GB of available memory (about 0.5 GB a worker)"
+        limit = min(limit, by_memory)
+    return limit, why
+
+
+def _available_memory():
+    """MemAvailable from /proc/meminfo in bytes, or None where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def worker_count(text):
+    """--workers: 0 (load in the main process) up to ``worker_limit()``."""
+    value = non_negative_int(text)
+    limit, why = worker_limit()
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{value} worker processes is more than this machine can run: at most {limit} "
+                                         f"({WORKERS_PER_CORE} per core with {why})")
+    return value
+
+
 # Longest image sides accepted: beyond them a single resized image needs gigabytes of memory.
 MAX_MIN_SIDE = 4096
 MAX_MAX_SIDE = 8192
@@ -97,17 +137,18 @@ def device_parent(inference=False):
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                        help="where to run: auto picks cuda when a GPU is present, else cpu (default: auto)")
     if inference:
-        group.add_argument("--workers", type=non_negative_int, default=None,
+        group.add_argument("--workers", type=worker_count, default=None,
                            help="data-loading worker processes (default: the number of cores, at most 8; none, "
                                 "loading in the main process, when the network runs on a CPU of 2 cores or fewer)")
     else:
-        group.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
+        group.add_argument("--workers", type=worker_count, default=min(8, os.cpu_count() or 1),
                            help="data-loading worker processes (default: the number of cores, at most 8)")
     group.add_argument("--amp", nargs="?", const="on", default="auto", choices=AMP_CHOICES,
                        help="mixed precision: auto = bfloat16 where the hardware runs it natively (CUDA GPUs with "
                             "bfloat16, CPUs with AVX512-BF16 or AMX), float32 elsewhere; on (or a bare --amp) = "
-                            "always (float16 with a gradient scaler on GPUs without bfloat16); off = float32 "
-                            "(default: auto)")
+                            "always (float16 with a gradient scaler on GPUs without bfloat16); off = float32. "
+                            "Layers whose reduced precision is wrong on this machine run in float32 (checked at "
+                            "start-up) (default: auto)")
     group.add_argument("--channels_last", action="store_true", help="use the channels-last memory format")
     return parser
 
@@ -367,6 +408,11 @@ def build_train_parser(description=None):
 def check_train_args(parser, args):
     """Checks that involve several flags or the file system; ``parser.error`` on the first failure."""
     check_image_sizes(parser, args)
+    if args.workers is not None:  # also a value restored from a checkpoint made on a larger machine
+        try:
+            worker_count(str(args.workers))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--workers: {error}")
     if args.train_json is None:  # with --train_json, --coco_path is only looked in for --val_set
         check_existing_dir(parser, args.coco_path, "--coco_path")
     check_set_paths(parser, args)

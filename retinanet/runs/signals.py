@@ -2,8 +2,10 @@
 
 The first signal only sets a flag (``StopRequest.requested``); the loop finishes its step, the
 trainer saves ``checkpoint_interrupted.pt`` and exits with 128 + the signal number. A second
-signal raises KeyboardInterrupt at once.
+signal raises KeyboardInterrupt at once, except while a checkpoint is being written
+(``StopRequest.saving``): then the write is finished first, so that no epoch is lost.
 """
+import contextlib
 import signal
 import threading
 
@@ -16,6 +18,8 @@ class StopRequest:
 
     def __init__(self):
         self.signum = None
+        self._saving = 0
+        self._stop_after_save = False
 
     def requested(self):
         return self.signum is not None
@@ -29,8 +33,26 @@ class StopRequest:
     def exit_code(self):
         return 128 + (self.signum or signal.SIGINT)
 
+    @contextlib.contextmanager
+    def saving(self, stop_after=True):
+        """A block that writes a checkpoint: a second signal inside it waits for the block to end, and
+        then (``stop_after``) raises KeyboardInterrupt; the program is stopping anyway otherwise."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
+        if not self._saving and self._stop_after_save and stop_after:
+            self._stop_after_save = False
+            raise KeyboardInterrupt
+
     def _handle(self, signum, frame):
         if self.signum is not None:
+            if self._saving:
+                self._stop_after_save = True
+                print(f"\n{signal.Signals(signum).name}: a checkpoint is being written; stopping as soon as it is "
+                      "complete", flush=True)
+                return
             raise KeyboardInterrupt
         self.signum = signum
         print(f"\n{self.signal_name}: stopping after this step and saving a checkpoint "

@@ -87,6 +87,7 @@ class Trainer:
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
         self.stop = StopRequest()
         self.fit_started = None
+        self.saved_epoch = None  # the epoch whose checkpoint_last.pt this process wrote last
 
     def _open_run(self, resume_state):
         """Claim the run folder and start its log (main process); other processes just print."""
@@ -151,22 +152,24 @@ class Trainer:
 
     def _fit(self):
         started = self.fit_started = time.perf_counter()
-        try:
-            with self.stop.on_stop_signals():
+        # The handlers stay installed while the interrupted state is saved, so that a second signal
+        # waits for that write instead of killing the process in the middle of it.
+        with self.stop.on_stop_signals():
+            try:
                 for epoch in range(self.start_epoch, self.args.epochs):
                     self._train_epoch(epoch)
-        except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError) as error:
-            reason, exit_value = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
-            self._save_interrupted(reason, diverged=isinstance(error, NonFiniteLossError))
-            raise SystemExit(exit_value) from None
-        if self.is_main:
-            self._finish(time.perf_counter() - started)
+            except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError) as error:
+                reason, exit_value = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
+                self._save_interrupted(reason, diverged=isinstance(error, NonFiniteLossError))
+                raise SystemExit(exit_value) from None
+            if self.is_main:
+                with self.stop.saving(stop_after=False):
+                    self._finish(time.perf_counter() - started)
 
     def _train_epoch(self, epoch):
         args = self.args
         sampler = self.train_loader.batch_sampler
-        sampler.set_epoch(epoch)
-        sampler.skip_batches = self.progress.steps
+        sampler.set_epoch(epoch, skip_batches=self.progress.steps)
         record = {"epoch": epoch + 1, **train_one_epoch(
             self.model, self.criterion, self.optimizer, self.lr_scheduler, self.train_loader, epoch=epoch + 1,
             device_config=self.device_config, progress=self.progress, scaler=self.scaler, grad_clip=args.grad_clip,
@@ -176,11 +179,17 @@ class Trainer:
         self.epochs_done, self.progress = epoch + 1, EpochProgress()
         last = epoch + 1 == args.epochs
         if self.val_loader is not None and (last or (args.eval_every and (epoch + 1) % args.eval_every == 0)):
-            if self.is_main:  # the epoch's work is kept even if the evaluation fails
-                self._save_checkpoints(epoch + 1, is_best=False)
             stats = {}
-            results, evaluation = evaluate(self.model_without_ddp, self.val_loader, postprocessor=self.postprocessor,
-                                           device_config=self.device_config, evaluator=args.evaluator, stats=stats)
+            try:
+                if self.is_main:  # the epoch's work is kept even if the evaluation fails
+                    self._save_checkpoints(epoch + 1, is_best=False)
+                results, evaluation = evaluate(self.model_without_ddp, self.val_loader,
+                                               postprocessor=self.postprocessor, device_config=self.device_config,
+                                               evaluator=args.evaluator, stats=stats, should_stop=self.stop.requested)
+            except KeyboardInterrupt:  # a stop signal: the epoch's record is kept, its evaluation is not run
+                if self.is_main:
+                    self.run.append_metrics(dict(record, evaluation="interrupted"))
+                raise
             record["val_skipped_images"] = stats["skipped_images"]
             if evaluation is not None:
                 record["coco"] = evaluation["stats"]
@@ -217,13 +226,17 @@ class Trainer:
         }
 
     def _save_checkpoints(self, epoch, is_best):
+        """checkpoint_last.pt (and best, every-N) of a finished epoch; a second stop signal during the
+        writes waits for them, then stops the run (StopRequest.saving)."""
         state = self._state(epoch)
-        self.run.save_checkpoint(state, "checkpoint_last.pt")
-        if is_best:
-            self.run.save_checkpoint(state, "checkpoint_best.pt")
-        if self.args.save_every and epoch % self.args.save_every == 0:
-            self.run.save_checkpoint(state, f"checkpoint_epoch{epoch}.pt")
-        self.run.remove("checkpoint_interrupted.pt")
+        with self.stop.saving():
+            self.run.save_checkpoint(state, "checkpoint_last.pt")
+            if is_best:
+                self.run.save_checkpoint(state, "checkpoint_best.pt")
+            if self.args.save_every and epoch % self.args.save_every == 0:
+                self.run.save_checkpoint(state, f"checkpoint_epoch{epoch}.pt")
+            self.run.remove("checkpoint_interrupted.pt")
+            self.saved_epoch = epoch
 
     def _save_interrupted(self, reason, diverged=False):
         """Save checkpoint_interrupted.pt (the finished epochs and the steps of the current one) and
@@ -231,8 +244,14 @@ class Trainer:
         if not self.is_main:
             return
         partial = self.progress.as_dict() if self.progress.steps else None
+        if partial is None and not diverged and self.saved_epoch == self.epochs_done:
+            last = self.run.file("checkpoint_last.pt")  # nothing since it was written: no second copy
+            self.log(f"{reason} after the checkpoint of epoch {self.epochs_done} was written\n"
+                     f"continue with: python train.py --resume {last}")
+            return
         try:
-            path = self.run.save_checkpoint(self._state(self.epochs_done, partial), "checkpoint_interrupted.pt")
+            with self.stop.saving(stop_after=False):
+                path = self.run.save_checkpoint(self._state(self.epochs_done, partial), "checkpoint_interrupted.pt")
         except CheckpointWriteError as error:
             raise CheckpointWriteError(f"{reason}; {error}") from None
         if diverged:
