@@ -22,6 +22,7 @@ from retinanet.deploy.extras import MissingExtraError, import_extras
 from retinanet.deploy.metadata import read_metadata
 from retinanet.deploy.quantize import Calibration, CalibrationImages
 from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.util.device import isa_limit
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, single_thread
 
 train_script = load_script("train")
@@ -109,6 +110,8 @@ def test_onnxruntime_backend_gives_the_torch_backends_ap(trained, tmp_path, caps
     assert from_file["stats"]["AP"] == onnx_metrics["stats"]["AP"]
 
 
+@pytest.mark.skipif(isa_limit() is not None, reason="OpenVINO crashes under an ONEDNN_MAX_CPU_ISA limit; the backend "
+                    "refuses it (test_openvino_refuses_an_isa_limit_instead_of_crashing)")
 def test_openvino_backend_matches_pytorch(trained):
     data, checkpoint = trained
     detector = Detector.from_checkpoint(checkpoint, device="cpu", amp="off")
@@ -116,6 +119,13 @@ def test_openvino_backend_matches_pytorch(trained):
     report = check_against_torch(detector.model, open_exported(cached, "openvino"), generated_images(2),
                                  detector.transform)
     assert report["max_raw_difference"] <= RAW_TOLERANCE and report["images"] == 2
+
+
+def test_openvino_refuses_an_isa_limit_instead_of_crashing(trained, monkeypatch):
+    data, checkpoint = trained
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(ValueError, match=r"crashes when ONEDNN_MAX_CPU_ISA \(AVX2\) limits its bundled oneDNN"):
+        open_exported(ensure_exported(checkpoint), "openvino")
 
 
 def test_int8_ap_stays_within_its_bound(trained, tmp_path, capsys):

@@ -14,6 +14,7 @@ import torch
 from retinanet.deploy.extras import import_extras
 from retinanet.deploy.metadata import ExportedModelError, read_metadata
 from retinanet.models.anchors import AnchorGenerator, feature_sizes_for_image
+from retinanet.util.device import isa_limit
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("cls_logits", "box_deltas")
@@ -88,6 +89,11 @@ class OpenVinoModel(ExportedModel):
     backend = "openvino"
 
     def open(self, openvino, threads):
+        limit = isa_limit()
+        if limit is not None:  # seen with openvino 2026.4.1 and ONEDNN_MAX_CPU_ISA=AVX2: a segmentation fault
+            raise ValueError(f"the OpenVINO backend crashes when ONEDNN_MAX_CPU_ISA ({limit}) limits its bundled "
+                             "oneDNN; unset ONEDNN_MAX_CPU_ISA and DNNL_MAX_CPU_ISA for it, or use --backend "
+                             "onnxruntime")
         core = openvino.Core()
         # f32: on CPUs with bfloat16 instructions OpenVINO would otherwise run in bfloat16.
         self.compiled = core.compile_model(core.read_model(self.path), "CPU", {
