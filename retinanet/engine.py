@@ -26,6 +26,24 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class LossExplosionWatch:
+    """Stops a run whose loss explodes without turning non-finite (a rate far too high): a step's loss
+    above ``factor`` times the run's first loss raises NonFiniteLossError with the rate's advice.
+    ``reference``: the first loss, kept in checkpoints so that a resumed run keeps its yardstick."""
+
+    def __init__(self, factor=100.0, reference=None):
+        self.factor = factor
+        self.reference = reference
+
+    def check(self, loss, epoch, step, rate):
+        if self.reference is None:
+            self.reference = loss
+        elif loss > self.factor * self.reference:
+            raise NonFiniteLossError(
+                f"the loss exploded at epoch {epoch}, step {step} (rate {rate:.3g}): {loss:.6g}, more than "
+                f"{self.factor:g} times the run's first loss {self.reference:.4g}. Try a lower --learning_rate")
+
+
 class TooManySkippedImagesError(RuntimeError):
     """More training images failed to decode than --max_skipped_images allows."""
 
@@ -71,14 +89,16 @@ class EpochProgress:
 
 def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch, device_config, progress,
                     scaler=None, grad_clip=0.1, max_skipped_images=10, print_every=50, log=print,
-                    should_stop=None, on_precision_fallback=None):
+                    should_stop=None, on_precision_fallback=None, explosion_watch=None):
     """One pass over ``loader`` (the part after ``progress.steps`` when resuming mid-epoch).
 
     ``progress`` (an EpochProgress) is updated after every step. ``should_stop`` (a callable) is
     asked after every step; when it says yes the loop raises KeyboardInterrupt there, between two
     steps, where the saved state is consistent. Returns {'loss', 'cls_loss', 'box_loss', 'lr',
     'seconds', 'images_per_second', 'images', 'skipped_images'}: losses averaged over the epoch's
-    steps (and over processes), 'lr' the rate of the last step.
+    steps (and over processes), 'lr' the rate of the last step. ``on_precision_fallback(reason)`` is
+    called when a step had to be taken in float32 (``training_step``); the rest of the epoch then
+    runs in float32. ``explosion_watch`` (a LossExplosionWatch) is shown every step's loss.
     """
     model.train()
     sums = torch.tensor(progress.sums, dtype=torch.float64)
@@ -104,6 +124,8 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
             if on_precision_fallback is not None:
                 on_precision_fallback(fallback)
         last_lr = optimizer.param_groups[0]["lr"]
+        if explosion_watch is not None:
+            explosion_watch.check(float(values[0]), epoch, step, last_lr)
         lr_scheduler.step()
         sums += values
         images_this_call += images.shape[0]

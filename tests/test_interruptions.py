@@ -168,3 +168,34 @@ def test_more_workers_than_the_machine_can_run_are_refused(tmp_path, capsys):
     message = capsys.readouterr().err
     assert "--workers" in message and "100000 worker processes is more than this machine can run: at most" in message
     assert "per core with" in message
+
+
+def test_a_loss_that_explodes_stops_the_run_with_the_rates_advice(data, tmp_path):
+    # Rate 10 without warm-up: the loss grows by orders of magnitude and stays finite for a while.
+    with pytest.raises(SystemExit) as info:
+        train_script.main(_argv(data, tmp_path, "--learning_rate", "10", "--warmup_iters", "0", "--val_set", "",
+                                "--print_every", "0", "--workers", "0", "--optimizer", "sgd", "--grad_clip", "0"))
+    message = str(info.value.code)
+    assert message.startswith("error: the loss exploded at epoch 1, step "), message
+    assert "Try a lower --learning_rate" in message
+    run = tmp_path / "output" / "run"
+    assert not (run / "model_final.pt").exists() and not (run / "summary.json").exists()
+    assert (run / "checkpoint_interrupted.pt").exists()
+
+
+def test_a_finished_run_says_so_and_wall_time_adds_up_over_segments(data, tmp_path, capsys):
+    argv = _argv(data, tmp_path, "--epochs", "1", "--val_set", "", "--print_every", "0", "--workers", "0")
+    train_script.main(argv)
+    run = tmp_path / "output" / "run"
+    first = json.loads((run / "summary.json").read_text())
+    before = (run / "summary.json").read_bytes()
+    for name in ("model_final.pt", "checkpoint_last.pt"):
+        with pytest.raises(SystemExit) as info:
+            train_script.main(["--resume", str(run / name)])
+        assert "the run is finished (1 of 1 epochs" in str(info.value.code) and "--epochs 2" in str(info.value.code)
+    assert (run / "summary.json").read_bytes() == before  # nothing rewritten
+    train_script.main(["--resume", str(run / "checkpoint_last.pt"), "--epochs", "2"])
+    second = json.loads((run / "summary.json").read_text())
+    saved = load_checkpoint(str(run / "model_final.pt"))
+    assert second["wall_seconds"] > first["wall_seconds"] and saved["wall_seconds"] == pytest.approx(
+        second["wall_seconds"], abs=1.0)

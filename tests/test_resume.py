@@ -90,8 +90,9 @@ def test_resume_refuses_flags_that_would_break_the_run_and_touches_nothing(train
 def test_flags_repeated_with_the_runs_own_values_are_accepted(trained, tmp_path, capsys):
     data, run, log = copy_run(trained, tmp_path)
     train_script.main(["--resume", str(run / "checkpoint_last.pt"), "--coco_path", str(data), "--log_dir",
-                       str(tmp_path / "log"), *TINY_TRAIN_FLAGS, "--epochs", "1", "--norm", "auto"])
-    assert "override:" not in capsys.readouterr().out.replace("override: --log_dir", "")
+                       str(tmp_path / "log"), *TINY_TRAIN_FLAGS, "--epochs", "2", "--norm", "auto"])
+    overrides = [line for line in capsys.readouterr().out.splitlines() if line.startswith("override:")]
+    assert [line.split()[1] for line in overrides] == ["--epochs", "--log_dir"], overrides
 
 
 @pytest.mark.parametrize("change", ["class_names", "category_ids"])

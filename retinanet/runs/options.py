@@ -552,6 +552,9 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
     if refused:
         raise ValueError(f"cannot resume {checkpoint_path} with {'; '.join(refused)}; "
                          "leave these flags out, or start a new run")
+    if values["epochs"] == done and os.path.isfile(os.path.join(run_folder, "summary.json")):
+        raise ValueError(f"{checkpoint_path}: the run is finished ({done} of {done} epochs, its summary.json "
+                         f"written); to train it longer, give a larger --epochs (for example --epochs {2 * done})")
     return argparse.Namespace(**values), overrides
 
 

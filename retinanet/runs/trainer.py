@@ -17,8 +17,8 @@ from retinanet.data.coco import CocoDetection
 from retinanet.data.layout import candidate_files, find_sets
 from retinanet.data.loader import build_loader
 from retinanet.data.transforms import EvalTransform
-from retinanet.engine import (DeviceConfig, EpochProgress, NonFiniteLossError, TooManySkippedImagesError, evaluate,
-                              train_one_epoch)
+from retinanet.engine import (DeviceConfig, EpochProgress, LossExplosionWatch, NonFiniteLossError,
+                              TooManySkippedImagesError, evaluate, train_one_epoch)
 from retinanet.models.backbone import freeze_stages, load_pretrained_backbone
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.postprocess import PostProcessor
@@ -82,6 +82,8 @@ class Trainer:
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
         self.loss_history = list(state.get("loss_history", []))
         self.progress = EpochProgress.from_dict(state.get("partial_epoch"))
+        self.explosion_watch = LossExplosionWatch(reference=state.get("first_loss"))
+        self.earlier_seconds = float(state.get("wall_seconds") or 0.0)  # training time of earlier segments
         self.epochs_done = self.start_epoch
         start_iteration = self._load_resume_state(state) if resume_state is not None else 0
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
@@ -151,7 +153,7 @@ class Trainer:
             raise SystemExit(f"error: {error}") from None
 
     def _fit(self):
-        started = self.fit_started = time.perf_counter()
+        self.fit_started = time.perf_counter()
         # The handlers stay installed while the interrupted state is saved, so that a second signal
         # waits for that write instead of killing the process in the middle of it.
         with self.stop.on_stop_signals():
@@ -164,7 +166,7 @@ class Trainer:
                 raise SystemExit(exit_value) from None
             if self.is_main:
                 with self.stop.saving(stop_after=False):
-                    self._finish(time.perf_counter() - started)
+                    self._finish(self._wall_seconds())
 
     def _train_epoch(self, epoch):
         args = self.args
@@ -174,7 +176,8 @@ class Trainer:
             self.model, self.criterion, self.optimizer, self.lr_scheduler, self.train_loader, epoch=epoch + 1,
             device_config=self.device_config, progress=self.progress, scaler=self.scaler, grad_clip=args.grad_clip,
             max_skipped_images=args.max_skipped_images, print_every=args.print_every, log=self.log,
-            should_stop=self.stop.requested, on_precision_fallback=self._fall_back_to_float32)}
+            should_stop=self.stop.requested, on_precision_fallback=self._fall_back_to_float32,
+            explosion_watch=self.explosion_watch)}
         self.loss_history.append(record["loss"])
         self.epochs_done, self.progress = epoch + 1, EpochProgress()
         last = epoch + 1 == args.epochs
@@ -220,6 +223,8 @@ class Trainer:
             "loss_history": list(self.loss_history),
             "rng_states": capture_rng_states(),
             "precision_fallback": self.precision_fallback,
+            "first_loss": self.explosion_watch.reference,
+            "wall_seconds": self._wall_seconds(),
             "args": dict(vars(self.args), run_name=self.run.name),
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.label_to_category_id),
@@ -259,6 +264,11 @@ class Trainer:
                      f"{path}\n{divergence_advice(self.run.file('checkpoint_last.pt'), self.args.learning_rate)}")
         else:
             self.log(f"{reason}; saved a resumable checkpoint: {path}\ncontinue with: python train.py --resume {path}")
+
+    def _wall_seconds(self):
+        """Training time of the run so far, earlier segments (before a resume) included."""
+        running = time.perf_counter() - self.fit_started if self.fit_started is not None else 0.0
+        return self.earlier_seconds + running
 
     def _finish(self, seconds):
         final_path = self.run.save_checkpoint(self._state(self.args.epochs), "model_final.pt")
