@@ -3,6 +3,7 @@ group, a second signal while a checkpoint is written, a stop during evaluation. 
 resumed, must end with the weights of the uninterrupted one, bit for bit (float32)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,3 +200,33 @@ def test_a_finished_run_says_so_and_wall_time_adds_up_over_segments(data, tmp_pa
     saved = load_checkpoint(str(run / "model_final.pt"))
     assert second["wall_seconds"] > first["wall_seconds"] and saved["wall_seconds"] == pytest.approx(
         second["wall_seconds"], abs=1.0)
+
+
+def test_a_resume_on_a_changed_training_set_is_refused_unless_allowed(data, tmp_path, capsys):
+    own = tmp_path / "data"
+    shutil.copytree(data, own)
+    argv = ["--coco_path", str(own), "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
+            "--run_name", "run", *FLAGS, "--epochs", "1", "--val_set", "", "--print_every", "0", "--workers", "0"]
+    train_script.main(argv)
+    run = tmp_path / "output" / "run"
+    assert json.loads((run / "config.json").read_text())["train_data"]["images"] == 12
+    annotations = json.loads((own / "train.json").read_text())  # the same classes, half the images
+    kept = {image["id"] for image in annotations["images"][:6]}
+    annotations["images"] = [image for image in annotations["images"] if image["id"] in kept]
+    annotations["annotations"] = [box for box in annotations["annotations"] if box["image_id"] in kept]
+    (own / "train.json").write_text(json.dumps(annotations))
+    config_before = (run / "config.json").read_bytes()
+    with pytest.raises(SystemExit) as info:
+        train_script.main(["--resume", str(run / "checkpoint_last.pt"), "--epochs", "2"])
+    message = str(info.value.code)
+    assert "the training set changed since its checkpoint" in message and "--allow_changed_data" in message
+    assert "6 images" in message and "12 images" in message and str(own / "train.json") in message
+    assert (run / "config.json").read_bytes() == config_before  # nothing rewritten
+    train_script.main(["--resume", str(run / "checkpoint_last.pt"), "--epochs", "2", "--allow_changed_data"])
+    assert "the training set changed since the checkpoint (--allow_changed_data)" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_train_images"] == 6 and config["allow_changed_data"] is True
+    [change] = config["train_data_changes"]
+    assert (change["after_epoch"], change["before"]["images"], change["after"]["images"]) == (1, 12, 6)
+    assert change["before"]["sha256"] != change["after"]["sha256"]
+    assert load_checkpoint(str(run / "model_final.pt"))["train_data_changes"] == [change]

@@ -10,8 +10,9 @@ import os
 from retinanet.deploy.backends import EXPORTED_BACKENDS, open_exported
 from retinanet.deploy.export import export_checkpoint, generated_images
 from retinanet.deploy.extras import import_extras
-from retinanet.deploy.metadata import ExportedModelError, file_sha256, read_metadata
+from retinanet.deploy.metadata import ExportedModelError, read_metadata
 from retinanet.deploy.quantize import calibration_matches, quantize_int8
+from retinanet.util.io import file_sha256
 
 EXPORTED_SUFFIX = ".onnx"
 

@@ -21,10 +21,11 @@ from retinanet.data.synthetic import generate_image
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
 from retinanet.deploy.backends import INPUT_NAME, OUTPUT_NAMES, open_exported
 from retinanet.deploy.extras import import_extras
-from retinanet.deploy.metadata import build_metadata, file_sha256, set_metadata
+from retinanet.deploy.metadata import build_metadata, set_metadata
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.retinanet import model_options
 from retinanet.runs.checkpoint import check_model_description, load_checkpoint, model_from_checkpoint
+from retinanet.util.io import file_sha256
 
 # The TorchScript exporter: on a ResNet-18 test model it exports in 0.7 s where the torch.export
 # based one takes 17 s (230 s on a cold start), and its graph quantises (the other's shares

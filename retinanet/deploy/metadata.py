@@ -13,7 +13,6 @@ Keys (values are strings; lists and dicts are JSON):
   number of images, seed and image sizes it was calibrated with) and ``float_sha256``, the SHA-256
   of the float32 file it was quantised from.
 """
-import hashlib
 import json
 
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -102,9 +101,3 @@ def check_model_options(options, path):
             raise ExportedModelError(f"{path}: metadata model_options {name} is {options[name]!r}; it {rule}")
 
 
-def file_sha256(path, chunk_bytes=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -19,7 +19,8 @@ from retinanet.data.loader import collate
 from retinanet.data.transforms import EvalTransform
 from retinanet.deploy.backends import INPUT_NAME
 from retinanet.deploy.extras import import_extras
-from retinanet.deploy.metadata import encode, file_sha256, set_metadata
+from retinanet.deploy.metadata import encode, set_metadata
+from retinanet.util.io import file_sha256
 
 
 @dataclass(frozen=True)

@@ -382,6 +382,9 @@ def build_train_parser(description=None):
                       help="stop when more images than this fail to decode during training (default: 10)")
     data.add_argument("--skip_dataset_check", action="store_true",
                       help="do not validate the dataset files before training (not recommended)")
+    data.add_argument("--allow_changed_data", action="store_true",
+                      help="with --resume: continue although the training set's annotation file changed since "
+                           "the checkpoint (the run records both versions); without it such a resume is refused")
     run = parser.add_argument_group("run")
     run.add_argument("--output_path", default="./output", help="folder for run folders with checkpoints (default: ./output)")
     run.add_argument("--log_dir", default="./log", help="folder for the run's console log (default: ./log)")
@@ -491,7 +494,7 @@ RESUME_OVERRIDABLE = frozenset({
     "epochs", "milestones", "learning_rate", "lr_gamma", "lr_schedule", "warmup_iters", "grad_clip",
     "workers", "device", "amp", "channels_last", "sync_bn", "eval_every", "eval_batch_size", "save_every",
     "print_every", "evaluator", "max_skipped_images", "skip_dataset_check", "score_threshold", "nms_iou",
-    "max_detections", "output_path", "log_dir", "run_name", "resume"})
+    "max_detections", "output_path", "log_dir", "run_name", "resume", "allow_changed_data"})
 _RESUME_FIXED_REASONS = (
     (("depth", "norm", "head_norm", "head_init", "fpn_channels", "prior", "pretrained", "init_from",
       "trainable_layers", "anchor_sizes", "anchor_scales", "anchor_ratios"), "a model option"),
@@ -533,13 +536,14 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
     run_folder = os.path.dirname(os.path.abspath(checkpoint_path))
     if values["run_name"] and os.path.basename(run_folder) == values["run_name"]:
         values["output_path"] = os.path.dirname(run_folder)  # the run continues where its checkpoint lies
+    values["allow_changed_data"] = False  # allows one resume, the one it is given to
     refused, overrides = [], []
     for name in sorted(given):
         new, old = getattr(args, name), values[name]
         if (name == "norm" and new == "auto") or (name == "trainable_layers" and new is None):
             new = old  # the run's own resolved value
         values[name] = new
-        if name == "resume" or new == old:
+        if name in ("resume", "allow_changed_data") or new == old:
             continue
         if name in RESUME_OVERRIDABLE:
             overrides.append(f"override: --{name} {_format_flag(new)} (run had {_format_flag(old)})")

@@ -34,6 +34,7 @@ from retinanet.runs.signals import StopRequest
 from retinanet.runs.start import StartError, apply_start, resolve_start
 from retinanet.util import distributed
 from retinanet.util.device import resolve_device
+from retinanet.util.io import file_sha256
 
 
 class Trainer:
@@ -51,8 +52,13 @@ class Trainer:
         if self.is_main and not args.skip_dataset_check:
             check_datasets(args)
         self.train_set, self.train_loader, self.val_loader = build_data(args, device, self.rank, self.world_size)
+        self.train_data = training_set_record(self.train_set)
+        self.train_data_changes = list((resume_state or {}).get("train_data_changes") or [])
+        change = None
         if resume_state is not None:
             check_resumable(args, resume_state, self.train_set)
+            change = check_training_set(args, resume_state, self.train_data)
+            self.train_data_changes += [change] if change is not None else []
             start = None
         else:
             start, start_lines = resolve_start_or_exit(args)
@@ -65,6 +71,9 @@ class Trainer:
                                                                       else []), self.precision_fallback)
         self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
         self.log = self._open_run(resume_state)
+        if change is not None and self.is_main:
+            self.log(f"warning: {change['message']}")
+            print(f"warning: {change['message']}", file=sys.stderr)
         if start is not None:
             self._log_start(start, start_lines + weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
@@ -113,7 +122,8 @@ class Trainer:
         self.run.write_config(dict(vars(self.args), run_name=self.run.name, class_names=self.train_set.class_names,
                                    world_size=self.world_size, device_used=str(self.device_config.device),
                                    precision=self.precision, precision_check=check,
-                                   precision_fallback=self.precision_fallback, num_train_images=len(self.train_set)))
+                                   precision_fallback=self.precision_fallback, num_train_images=len(self.train_set),
+                                   train_data=self.train_data, train_data_changes=self.train_data_changes))
 
     def _fall_back_to_float32(self, reason):
         """A step was only finite in float32 (engine.training_step): the rest of the run uses float32."""
@@ -225,6 +235,8 @@ class Trainer:
             "precision_fallback": self.precision_fallback,
             "first_loss": self.explosion_watch.reference,
             "wall_seconds": self._wall_seconds(),
+            "train_data": self.train_data,
+            "train_data_changes": list(self.train_data_changes),
             "args": dict(vars(self.args), run_name=self.run.name),
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.label_to_category_id),
@@ -453,6 +465,30 @@ def check_resumable(args, state, train_set):
     if different:
         raise SystemExit(f"error: {args.resume} was trained with another model: {'; '.join(different)}")
     model_from_checkpoint(state, args.resume)  # validates the weights against the description
+
+
+def training_set_record(train_set):
+    """What identifies the training set in a checkpoint: its annotation file, that file's SHA-256
+    and its number of images."""
+    return {"json": os.path.abspath(train_set.json_path), "sha256": file_sha256(train_set.json_path),
+            "images": len(train_set)}
+
+
+def check_training_set(args, state, current):
+    """None when the resumed run trains on the data its checkpoint was trained on (or the checkpoint
+    predates the record); the change, to be recorded, when the annotation file's content changed
+    and --allow_changed_data allows it; otherwise the run is refused before anything is written."""
+    saved = state.get("train_data")
+    if not isinstance(saved, dict) or saved.get("sha256") in (None, current["sha256"]):
+        return None
+    what = (f"{current['json']} now has SHA-256 {current['sha256'][:12]} and {current['images']} images; the run "
+            f"was trained on {saved.get('json')} with SHA-256 {str(saved['sha256'])[:12]} and {saved.get('images')} images")
+    if not args.allow_changed_data:
+        raise SystemExit(f"error: cannot resume {args.resume}: the training set changed since its checkpoint: {what}. "
+                         "Resume on the run's own data, give --allow_changed_data to continue on the changed set "
+                         "(the run records both), or start a new run")
+    return {"after_epoch": state.get("epoch", 0), "before": saved, "after": current,
+            "message": f"the training set changed since the checkpoint (--allow_changed_data): {what}"}
 
 
 def resolve_start_or_exit(args):

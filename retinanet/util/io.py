@@ -10,6 +10,7 @@ process umask, so teammates sharing the folder can read it (``tempfile.mkstemp``
 0o600, readable by its owner only).
 """
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -83,6 +84,15 @@ def read_json_object(path):
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value
+
+
+def file_sha256(path, chunk_bytes=1 << 20):
+    """The SHA-256 of a file's bytes, as hex, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _create_temporary_file(folder, name):
