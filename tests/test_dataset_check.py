@@ -220,6 +220,9 @@ def test_no_images_option_skips_file_checks(dataset):
     (None, "box_malformed", "four numbers"),
     ([70, 4, 20, 10], "box_outside_image", "entirely outside the 64x48 image"),
     ([-30, 4, 20, 10], "box_outside_image", "entirely outside the 64x48 image"),
+    ([0, 0, 1e30, 1e30], "box_far_outside", "reaches beyond the 64x48 image by more than the image's own size"),
+    ([-70, 4, 100, 10], "box_far_outside", "reaches beyond the 64x48 image"),
+    ([4, 4, 20, 100], "box_far_outside", "reaches beyond the 64x48 image"),
 ])
 def test_unusable_boxes(dataset, bbox, kind, reason):
     root, data = dataset

@@ -10,7 +10,8 @@ naming the file, the id and the reason. Problems are of two classes:
   missing keys or wrong types, duplicate or unknown ids, an empty set, image files that are
   missing, damaged or of another size than the JSON says, file names that are absolute or lead
   out of the set's image folder (sub-folders inside it are fine), and boxes that are not four
-  finite numbers, have a negative size or lie entirely outside the image;
+  finite numbers, have a negative size, lie entirely outside the image or reach beyond it by more
+  than the image's own width or height (clipping those would invent a box);
 - fixes are applied by the data loader and only counted: boxes partly outside the image are
   clipped to it, boxes under 1 px wide or high after clipping are skipped, and crowd regions
   (``iscrowd=1``) are skipped from training.
@@ -63,6 +64,10 @@ def check_box(bbox_xywh, width, height):
     x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
     if w > 0 and h > 0 and (x2 <= x1 or y2 <= y1):
         return BoxCheck(None, "box_outside_image", f"{described} lies entirely outside {image}")
+    beyond = max(-x / width, -y / height, (x + w) / width - 1, (y + h) / height - 1) if width and height else 0
+    if beyond > 1:  # clipping would turn it into a box its annotator never drew
+        return BoxCheck(None, "box_far_outside", f"{described} reaches beyond {image} by more than the image's own "
+                                                 "size: most likely a wrong unit or a broken export")
     if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
         return BoxCheck(None, "box_too_small", f"{described} is {max(x2 - x1, 0):g} x {max(y2 - y1, 0):g} px "
                                                f"inside the image, under {MIN_BOX_SIZE:g} px: skipped")

@@ -31,6 +31,7 @@ ERROR_KINDS = {
     "box_not_finite": "bbox with NaN or infinity",
     "box_negative_size": "bbox with a negative width or height",
     "box_outside_image": "bbox entirely outside its image",
+    "box_far_outside": "bbox reaching beyond its image by more than the image's size",
     "image_folder_missing": "image folder not found",
     "image_file_missing": "image file not found",
     "image_file_unreadable": "image file not an image, truncated or corrupt",
