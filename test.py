@@ -26,12 +26,14 @@ import time
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
 from retinanet.deploy import cli as deploy_cli
+from retinanet.deploy.metadata import ExportedModelError
 from retinanet.evaluation.analysis import analyze_detections, summary_line
 from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
-from retinanet.util.io import write_json
+from retinanet.util.io import ensure_writable_folder, write_json
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -58,12 +60,20 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.workers = options.inference_workers(args.workers, args.device)
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
+    options.check_output_folder(parser, args.output_dir, "--output_dir")
     options.resolve_set_or_error(parser, args)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        run(args)
+    except ExportedModelError as error:  # a .onnx file whose network is not what its metadata says
+        options.fail(error)
+
+
+def run(args):
     options.check_set_or_exit(args.coco_path, args.set_name, args.set_json, args.set_images)
     detector = deploy_cli.load_detector_or_exit(args, min_side=args.min_side, max_side=args.max_side,
                                                 expected_depth=args.depth)
@@ -72,6 +82,7 @@ def main(argv=None):
     if dataset.class_names != detector.class_names:
         raise SystemExit(f"error: {dataset.json_path} has classes {dataset.class_names}, but the checkpoint was "
                          f"trained on {detector.class_names}")
+    ensure_writable_folder(args.output_dir)  # a full disk is found before the evaluation, not after it
     loader = build_loader(dataset, batch_size=args.batch_size, workers=args.workers)
     postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
     started = time.perf_counter()
@@ -81,7 +92,6 @@ def main(argv=None):
     if stats["skipped_images"]:
         print(f"warning: {stats['skipped_images']} of {len(dataset)} images of {dataset.json_path} could not be "
               "decoded and were skipped (scored as images without detections)")
-    os.makedirs(args.output_dir, exist_ok=True)
     results_path = os.path.join(args.output_dir, f"{args.set_name}_bbox_results.json")
     write_json(results_path, results, indent=None)
     print(f"{len(results)} detections on {len(dataset)} images in {seconds:.1f}s "
@@ -107,4 +117,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

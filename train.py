@@ -16,6 +16,7 @@ from retinanet.data.coco import DatasetLoadError
 from retinanet.runs import options
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.runs.trainer import Trainer
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -59,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -32,6 +32,7 @@ from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.deploy import cli as deploy_cli
+from retinanet.deploy.metadata import ExportedModelError
 from retinanet.data.transforms import EvalTransform
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
 from retinanet.evaluation.analysis_plots import find_best_threshold
@@ -39,7 +40,8 @@ from retinanet.evaluation.results_check import SubmissionError, check_results, l
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor
 from retinanet.runs import options
-from retinanet.util.io import write_json
+from retinanet.util.io import ensure_writable_folder, write_json
+from retinanet.util.script import run_script
 from retinanet.visualize import draw_detections, grid, save_png
 
 # Predictions are decoded down to this score (what test.py writes), then drawn from --score_threshold up.
@@ -82,6 +84,7 @@ def parse_args(argv=None):
         options.check_existing_file(parser, getattr(args, flag), f"--{flag}")
     if args.set_images is not None:
         options.check_existing_dir(parser, args.set_images, "--set_images")
+    options.check_output_folder(parser, args.output_dir, "--output_dir")
     return args
 
 
@@ -186,8 +189,15 @@ def load_checked_results(path, dataset):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        run(args)
+    except ExportedModelError as error:  # a .onnx file whose network is not what its metadata says
+        options.fail(error)
+
+
+def run(args):
     args.score_threshold = choose_score_threshold(args)
-    os.makedirs(args.output_dir, exist_ok=True)
+    ensure_writable_folder(args.output_dir)  # before the predictions, not after them
     items, results, names = predict_files(args) if args.images else dataset_predictions(args)
     by_image = {}
     for entry in results:
@@ -212,4 +222,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

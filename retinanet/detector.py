@@ -21,7 +21,7 @@ import torch
 
 from retinanet.data.image_io import load_image_rgb
 from retinanet.data.loader import collate, sample_from_image
-from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
+from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform, image_size_problem
 from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
 from retinanet.models.precision import check_input_sizes, settle_precision
@@ -81,6 +81,9 @@ class Detector:
         device = device if isinstance(device, torch.device) else resolve_device(device)
         min_side = min_side or saved.get("min_side", DEFAULT_MIN_SIDE)
         max_side = max_side or saved.get("max_side", DEFAULT_MAX_SIDE)
+        problem = image_size_problem(min_side, max_side)  # the flags' values are checked already: a saved one
+        if problem:
+            raise CheckpointError(f"{path}: the saved {problem}; give --min_side and --max_side")
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)

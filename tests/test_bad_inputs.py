@@ -7,6 +7,7 @@ generated next to one tiny valid dataset. Each script runs in a fresh interprete
 interpreter (``runpy`` with ``__main__``, one case after the other), so the corpus costs one
 torch import per script rather than one per file.
 """
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from retinanet import Detector
 from retinanet.data.check import check_dataset
 from retinanet.data.convert import convert_csv
 from retinanet.data.synthetic import generate_dataset
@@ -27,7 +29,7 @@ from retinanet.evaluation.coco_eval import GroundTruthError, load_gt_json
 from retinanet.models.backbone import PretrainedWeightsError, ResNet, check_pretrained_file, load_pretrained_backbone
 from retinanet.models.retinanet import build_model
 from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_model_weights, model_from_checkpoint
-from scripts import ROOT
+from scripts import ROOT, load_script
 
 ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
 TINY_MODEL = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}
@@ -423,3 +425,83 @@ def test_pretrained_file_errors_are_one_line_without_unsafe_advice(corpus, tmp_p
         assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(PretrainedWeightsError, match="does not fit a ResNet-34 backbone"):
         load_pretrained_backbone(ResNet(34), str(weights))
+
+
+def test_outputs_through_a_file_or_onto_a_folder_are_refused_before_any_work(corpus, tmp_path):
+    blocker = str(corpus["data"]) + "/val.json"  # a regular file where a folder would have to be
+    good = str(corpus["root"] / "good.pt")
+    run_flags = ["--coco_path", corpus["data"], *DEVICE_FLAGS, "--output_path", str(tmp_path / "out")]
+    train_cases = {
+        "log_dir": [*run_flags, "--log_dir", f"{blocker}/log", "--run_name", "x"],
+        "output_path": ["--coco_path", corpus["data"], *DEVICE_FLAGS, "--output_path", f"{blocker}/out",
+                        "--log_dir", str(tmp_path / "log")],
+        "run_name_dot": [*run_flags, "--log_dir", str(tmp_path / "log"), "--run_name", "."],
+        "run_name_path": [*run_flags, "--log_dir", str(tmp_path / "log"), "--run_name", "../escape"],
+        "resume_bad_checkpoint": [*run_flags, "--log_dir", str(tmp_path / "log"), "--resume",
+                                  str(corpus["root"] / "notes.txt")],
+        "init_from_bad_checkpoint": [*run_flags, "--log_dir", str(tmp_path / "log"), "--init_from",
+                                     str(corpus["root"] / "depth_7.pt")],
+    }
+    outcomes = run_corpus("train.py", train_cases)
+    assert_refused(*outcomes["log_dir"], f"--log_dir {blocker}/log: {blocker} is a file, not a folder")
+    assert_refused(*outcomes["output_path"], f"--output_path {blocker}/out: {blocker} is a file, not a folder")
+    assert_refused(*outcomes["run_name_dot"], "'.' is not a folder name")
+    assert_refused(*outcomes["run_name_path"], "'../escape' is not a folder name")
+    assert_refused(*outcomes["resume_bad_checkpoint"], "notes.txt")
+    assert_refused(*outcomes["init_from_bad_checkpoint"], "depth_7.pt")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "log").exists()
+
+    test_outcomes = run_corpus("test.py", {
+        "output_dir": ["--coco_path", corpus["data"], "--checkpoint_path", good, "--output_dir", f"{blocker}/res",
+                       *DEVICE_FLAGS],
+        "checkpoint_folder": ["--coco_path", corpus["data"], "--checkpoint_path", str(corpus["root"]),
+                              *DEVICE_FLAGS],
+    })
+    assert_refused(*test_outcomes["output_dir"], f"--output_dir {blocker}/res: {blocker} is a file, not a folder")
+    assert_refused(*test_outcomes["checkpoint_folder"], f"--checkpoint_path {corpus['root']}: a folder, not a file")
+    vis = run_corpus("vis.py", {"output_dir": ["--coco_path", corpus["data"], "--checkpoint_path", good,
+                                               "--output_dir", f"{blocker}/vis", *DEVICE_FLAGS]})
+    assert_refused(*vis["output_dir"], f"--output_dir {blocker}/vis: {blocker} is a file, not a folder")
+    lr_find = run_corpus("tools/lr_find.py", {"output": [*run_flags, "--output", f"{blocker}/lr.png"]})
+    assert_refused(*lr_find["output"], f"--output {blocker}/lr.png: {blocker} is a file, not a folder")
+    (tmp_path / "a_folder.onnx").mkdir()
+    export = run_corpus("tools/export.py", {
+        "through_a_file": ["--checkpoint_path", good, "--output", f"{blocker}/x.onnx"],
+        "onto_a_folder": ["--checkpoint_path", good, "--output", str(tmp_path / "a_folder.onnx")],
+    })
+    assert_refused(*export["through_a_file"], f"--output {blocker}/x.onnx: {blocker} is a file, not a folder")
+    assert_refused(*export["onto_a_folder"], f"{tmp_path / 'a_folder.onnx'} is a folder; name a file")
+    assert os.listdir(tmp_path / "a_folder.onnx") == [] and sorted(os.listdir(tmp_path)) == ["a_folder.onnx"]
+    imports = run_corpus("tools/import_torchvision.py", {
+        "not_weights": ["--weights", str(corpus["root"] / "notes.txt"), "--output", str(tmp_path / "x.pt")],
+        "pickled_module": ["--weights", str(corpus["root"] / "module.pth"), "--output", str(tmp_path / "x.pt")],
+        "missing": ["--weights", str(tmp_path / "absent.pth"), "--output", str(tmp_path / "x.pt")],
+        "output_through_a_file": ["--weights", good, "--output", f"{blocker}/x.pt"],
+    })
+    assert_refused(*imports["not_weights"], "notes.txt")
+    assert_refused(*imports["pickled_module"], "module.pth: refused to load")
+    assert_refused(*imports["missing"], "absent.pth: no such file")
+    assert_refused(*imports["output_through_a_file"], f"{blocker} is a file, not a folder")
+
+
+def test_a_full_disk_is_found_before_evaluating_not_after(corpus, tmp_path, monkeypatch, capsys):
+    from retinanet.util import io as util_io
+    from retinanet.util.script import run_script as script_entry
+    test_script = load_script("test")
+    real_fsync = os.fsync
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    evaluated = []
+    monkeypatch.setattr(util_io.os, "fsync", full)
+    monkeypatch.setattr(Detector, "evaluate", lambda *args, **kwargs: evaluated.append(args))
+    with pytest.raises(SystemExit) as info:
+        script_entry(lambda: test_script.main(["--coco_path", corpus["data"], "--checkpoint_path",
+                                               str(corpus["root"] / "good.pt"), "--output_dir",
+                                               str(tmp_path / "results"), *DEVICE_FLAGS]))
+    monkeypatch.setattr(util_io.os, "fsync", real_fsync)
+    error = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: could not write {tmp_path / 'results'}: No space left on device"), error
+    assert os.listdir(tmp_path / "results") == [] and evaluated == []  # the probe is gone, nothing evaluated

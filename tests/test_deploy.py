@@ -17,7 +17,8 @@ from retinanet.data.transforms import EvalTransform
 from retinanet.deploy import export as deploy_export
 from retinanet.deploy.backends import open_exported
 from retinanet.deploy.cache import ensure_exported
-from retinanet.deploy.export import RAW_TOLERANCE, check_against_torch, detection_difference, generated_images
+from retinanet.deploy.export import (RAW_TOLERANCE, check_against_torch, detection_difference, generated_images,
+                                     raw_difference)
 from retinanet.deploy.extras import MissingExtraError, import_extras
 from retinanet.deploy.metadata import read_metadata
 from retinanet.deploy.quantize import Calibration, CalibrationImages
@@ -27,6 +28,7 @@ from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, single_thread
 
 train_script = load_script("train")
 test_script = load_script("test")
+vis_script = load_script("vis")
 spec = importlib.util.spec_from_file_location("tools_export", os.path.join(ROOT, "tools", "export.py"))
 export_script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(export_script)
@@ -80,7 +82,7 @@ def test_export_round_trip_gives_pytorchs_outputs_and_detections(trained, tmp_pa
         expected = torch_detector.model(batch)
     got = onnx_detector.model(batch)
     for name in ("cls_logits", "box_deltas", "anchors"):
-        assert (expected[name] - got[name]).abs().max() <= RAW_TOLERANCE, name
+        assert raw_difference(expected[name], got[name]) <= RAW_TOLERANCE, name
     assert got["level_sizes"] == expected["level_sizes"]
     paths = [dataset.image_path(index) for index in range(len(dataset))]
     total = 0
@@ -194,3 +196,105 @@ def test_calibration_reads_explicit_paths_and_names_a_missing_file(tmp_path):
     missing = Calibration(None, "train", json_path=str(tmp_path / "absent.json"))
     with pytest.raises(ValueError, match=r"absent\.json.*--calibration_json"):
         missing.check()
+
+
+def _foreign_onnx(path, metadata, nodes, inputs, outputs, initializers=()):
+    """An ONNX file with this project's metadata around a graph of another shape."""
+    onnx, = import_extras("export")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["b", 3, "h", "w"])
+                                                 for name in inputs],
+                              [helper.make_tensor_value_info(name, kind, None) for name, kind in outputs],
+                              initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _foreign_files(tmp_path, valid):
+    onnx, = import_extras("export")
+    from onnx import TensorProto, helper
+    metadata = {entry.key: entry.value for entry in onnx.load(valid, load_external_data=False).metadata_props}
+    float32, int64 = TensorProto.FLOAT, TensorProto.INT64
+    outside = helper.make_tensor("w", float32, [1], [1.0])
+    outside.data_location = TensorProto.EXTERNAL
+    outside.ClearField("float_data")
+    for key, value in (("location", "../../../../etc/hostname"), ("offset", "0"), ("length", "4")):
+        entry = outside.external_data.add()
+        entry.key, entry.value = key, value
+    identity = helper.make_node("Identity", ["images"], ["cls_logits"])
+    both = [identity, helper.make_node("Identity", ["images"], ["box_deltas"])]
+    files = {
+        "identity": ([identity], ["images"], [("cls_logits", float32)], (), "outputs are 'cls_logits' of rank 4"),
+        "wrong shapes": (both, ["images"], [("cls_logits", float32), ("box_deltas", float32)], (),
+                         "expected 'cls_logits' of rank 3, 'box_deltas' of rank 3"),
+        "input name": ([helper.make_node("Identity", ["x"], ["cls_logits"]),
+                        helper.make_node("Identity", ["x"], ["box_deltas"])], ["x"],
+                       [("cls_logits", float32), ("box_deltas", float32)], (), "inputs are 'x' of rank 4"),
+        "integer output": ([helper.make_node("Cast", ["images"], ["cls_logits"], to=int64), both[1]], ["images"],
+                           [("cls_logits", int64), ("box_deltas", float32)], (), "expected 'cls_logits' of rank 3"),
+        "external data outside": ([helper.make_node("Mul", ["images", "w"], ["cls_logits"]), both[1]], ["images"],
+                                  [("cls_logits", float32), ("box_deltas", float32)], [outside],
+                                  "cannot load the file"),
+    }
+    for name, (nodes, inputs, outputs, initializers, message) in files.items():
+        path = _foreign_onnx(tmp_path / f"{name.replace(' ', '_')}.onnx", metadata, nodes, inputs, outputs, initializers)
+        yield name, path, message
+    # The real network with box_deltas replaced by cls_logits: right names and ranks, a wrong shape.
+    proto = onnx.load(valid)
+    for node in proto.graph.node:
+        node.output[:] = ["box_deltas_unused" if name == "box_deltas" else name for name in node.output]
+    proto.graph.node.append(helper.make_node("Identity", ["cls_logits"], ["box_deltas"]))
+    onnx.save(proto, str(tmp_path / "box_shape.onnx"))
+    yield "box shape", str(tmp_path / "box_shape.onnx"), "gave box_deltas of shape"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_foreign_network_behind_the_projects_metadata_is_refused_in_one_line(trained, tmp_path, backend, capsys):
+    if backend == "openvino" and isa_limit() is not None:
+        pytest.skip("OpenVINO crashes under an ONEDNN_MAX_CPU_ISA limit, which the backend refuses")
+    data, checkpoint = trained
+    valid = ensure_exported(checkpoint)
+    seen = 0
+    for name, path, message in _foreign_files(tmp_path, valid):
+        for script in (test_script, vis_script):
+            argv = ["--coco_path", data, "--checkpoint_path", path, "--set_name", "val", "--backend", backend,
+                    "--output_dir", str(tmp_path / "out"), "--workers", "0"]
+            with pytest.raises(SystemExit) as info:
+                script.main(argv if script is test_script else argv + ["--num_images", "1"])
+            error = capsys.readouterr().err.strip()
+            assert info.value.code == 2 and len(error.splitlines()) == 1, (name, error)
+            assert error.startswith(f"error: {path}: ") and message in error, (name, error)
+            seen += 1
+    assert seen == 12
+
+
+def test_image_sizes_read_from_files_keep_the_flags_ranges(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    state = load_checkpoint(checkpoint)
+    state["args"]["min_side"] = 60000
+    huge = str(tmp_path / "huge.pt")
+    torch.save(state, huge)
+    error = _refusal(data, huge, tmp_path, capsys)
+    assert f"{huge}: the saved min_side 60000 is not a side length from 1 to 4096" in error
+    onnx, = import_extras("export")
+    proto = onnx.load(ensure_exported(checkpoint))
+    for entry in proto.metadata_props:
+        if entry.key == "min_side":
+            entry.value = "99999999"
+    damaged = str(tmp_path / "damaged.onnx")
+    onnx.save(proto, damaged)
+    error = _refusal(data, damaged, tmp_path, capsys)
+    assert f"{damaged}: damaged metadata: min_side 99999999 is not a side length" in error
+
+
+def _refusal(data, path, tmp_path, capsys):
+    """test.py's one-line refusal of ``path`` (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        _test(data, path, tmp_path / "out")
+    error = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(error.splitlines()) == 1, error
+    return error

@@ -251,8 +251,8 @@ def test_unwritable_output_folder_is_reported_before_training(tiny_data, tmp_pat
     result = subprocess.run([sys.executable, "train.py", "--coco_path", tiny_data, "--output_path", str(output),
                              "--log_dir", str(tmp_path / "log"), "--run_name", "blocked", *TINY], cwd=ROOT,
                             capture_output=True, text=True, env=ONE_THREAD_ENV)
-    assert result.returncode == 1, result.stderr
-    assert f"error: cannot write the run folder {output / 'blocked'}" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert f"error: --output_path {output}: {blocker} is a file, not a folder" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "log").exists()
 

@@ -1,6 +1,7 @@
 """Stops as schedulers send them, with real loader worker processes: a signal to the whole process
 group, a second signal while a checkpoint is written, a stop during evaluation. Each interrupted run,
 resumed, must end with the weights of the uninterrupted one, bit for bit (float32)."""
+import errno
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import torch
 from retinanet.data.synthetic import generate_dataset
 from retinanet.runs import trainer as trainer_module
 from retinanet.runs.checkpoint import load_checkpoint
-from retinanet.runs.run_dir import RunDir
+from retinanet.runs.run_dir import RunDir, RunLog
 from scripts import ROOT, load_script
 
 train_script = load_script("train")
@@ -230,3 +231,58 @@ def test_a_resume_on_a_changed_training_set_is_refused_unless_allowed(data, tmp_
     assert (change["after_epoch"], change["before"]["images"], change["after"]["images"]) == (1, 12, 6)
     assert change["before"]["sha256"] != change["after"]["sha256"]
     assert load_checkpoint(str(run / "model_final.pt"))["train_data_changes"] == [change]
+
+
+class _FullDisk:
+    """A log file on a disk that has just filled up."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        raise OSError(errno.ENOSPC, "No space left on device")  # its buffered line cannot be flushed either
+
+
+def test_a_log_that_cannot_be_written_mid_epoch_saves_the_steps_and_resumes_exactly(data, straight, tmp_path,
+                                                                                     monkeypatch, capsys):
+    real_call = RunLog.__call__
+
+    def fill_the_disk_at_step_3_of_epoch_2(log, *parts, **kwargs):
+        if " ".join(map(str, parts)).startswith("epoch 2 step 3/"):
+            log._file = _FullDisk()
+        return real_call(log, *parts, **kwargs)
+
+    monkeypatch.setattr(RunLog, "__call__", fill_the_disk_at_step_3_of_epoch_2)
+    with pytest.raises(SystemExit) as info:
+        train_script.main(_argv(data, tmp_path, "--val_set", "", "--print_every", "1"))
+    monkeypatch.undo()
+    log_path = tmp_path / "log" / "run.log"
+    assert str(info.value.code) == f"error: could not write {log_path}: No space left on device" + \
+        str(info.value.code).split("No space left on device", 1)[1]
+    assert "\n" not in str(info.value.code) and " MB free there" in str(info.value.code)
+    run = tmp_path / "output" / "run"
+    saved = load_checkpoint(str(run / "checkpoint_interrupted.pt"))
+    assert (saved["epoch"], saved["partial_epoch"]["steps"]) == (1, 3)
+    assert f"continue with: python train.py --resume {run / 'checkpoint_interrupted.pt'}" in capsys.readouterr().out
+    train_script.main(["--resume", str(run / "checkpoint_interrupted.pt")])
+    _assert_same_training(load_checkpoint(str(run / "checkpoint_last.pt")), straight)
+
+
+def test_a_plot_that_cannot_be_written_keeps_the_epochs_checkpoint(data, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def disk_full(figure, stream, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(SystemExit) as info:
+        train_script.main(_argv(data, tmp_path, "--val_set", "", "--print_every", "0", "--workers", "0"))
+    monkeypatch.undo()
+    run = tmp_path / "output" / "run"
+    assert str(info.value.code).startswith(f"error: could not write {run / 'curves.png'}: No space left on device")
+    assert load_checkpoint(str(run / "checkpoint_last.pt"))["epoch"] == 1
+    assert not (run / "checkpoint_interrupted.pt").exists()  # nothing trained after that checkpoint
+    assert [name for name in os.listdir(run) if name.endswith(".tmp")] == []
+    train_script.main(["--resume", str(run / "checkpoint_last.pt")])
+    assert [record["epoch"] for record in RunDir(str(tmp_path / "output"), "", "run").read_metrics()] == [1, 2]
+    assert (run / "curves.png").stat().st_size > 0

@@ -62,7 +62,8 @@ def test_train_refuses_a_folder_that_a_live_run_holds_without_writing(tiny_data,
     finally:
         live.release()
     assert str(info.value).startswith(f"error: {live.path} is in use by another run"), info.value
-    assert os.listdir(live.path) == [] and not (tmp_path / "log").exists()
+    assert os.listdir(live.path) == []
+    assert os.listdir(tmp_path / "log") == []  # the live run's log lock, removed as it ended; no log written
 
 
 def test_automatic_run_names_are_claimed_atomically(tmp_path, monkeypatch):
@@ -105,3 +106,34 @@ def test_resume_into_another_existing_run_is_refused_without_touching_it(tiny_da
     train_script.main(["--resume", str(source / "checkpoint_last.pt"), "--run_name", "branch", "--epochs", "2"])
     records = [json.loads(line) for line in (tmp_path / "output" / "branch" / "metrics.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in records] == [2]
+
+
+def test_a_killed_saves_temporaries_are_removed_when_the_run_continues(tmp_path):
+    run = RunDir(str(tmp_path / "output"), str(tmp_path / "log"), "killed")
+    os.makedirs(run.path)
+    (tmp_path / "output" / "killed" / ".checkpoint_last.pt.0badf00d.tmp").write_bytes(b"0" * 5000)
+    (tmp_path / "output" / "killed" / ".config.json.12345678.tmp").write_text("{")
+    (tmp_path / "output" / "killed" / "notes.tmp").write_text("the user's own file")
+    run.claim(resuming=True)
+    try:
+        assert run.stale_temporaries == [(".checkpoint_last.pt.0badf00d.tmp", 5000), (".config.json.12345678.tmp", 1)]
+        assert sorted(os.listdir(run.path)) == [".lock", "notes.tmp"]
+    finally:
+        run.release()
+
+
+def test_two_live_runs_of_one_name_cannot_share_a_log(tmp_path):
+    first = RunDir(str(tmp_path / "a"), str(tmp_path / "log"), "same")
+    first.claim()
+    try:
+        with pytest.raises(RunDirError) as info:
+            RunDir(str(tmp_path / "b"), str(tmp_path / "log"), "same").claim()
+        assert str(info.value).startswith(f"{tmp_path / 'log' / 'same.log'} is being written by another run of the "
+                                          f"name same that is still going (pid {os.getpid()})"), info.value
+        assert not (tmp_path / "b" / "same").exists()  # the refused claim left no folder behind
+    finally:
+        first.release()
+    second = RunDir(str(tmp_path / "b"), str(tmp_path / "log"), "same")
+    second.claim()
+    second.release()
+    assert os.listdir(tmp_path / "log") == []

@@ -1,4 +1,5 @@
 """Atomic writes: content, permissions, a failure mid-write, where the temporary file lives."""
+import errno
 import json
 import os
 import stat
@@ -103,3 +104,42 @@ def test_only_write_modes_are_accepted(tmp_path):
         with atomic_write(tmp_path / "log.txt", mode="a"):
             pass
     assert os.listdir(tmp_path) == []
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path):
+    from retinanet.runs.tables import load_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 1.0}\n')
+    (run / "summary.json").write_bytes('{"note": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(ValueError) as info:
+        load_run(str(run))
+    assert str(info.value).startswith(f"{run / 'summary.json'}: not UTF-8 text (invalid continuation byte at byte 13)")
+    (run / "summary.json").write_text("{}")
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 1, "loss": 1.0}\n\xff\n')
+    with pytest.raises(ValueError) as info:
+        load_run(str(run))
+    assert str(info.value).startswith(f"{run / 'metrics.jsonl'}: not UTF-8 text")
+
+
+def test_a_write_error_names_the_file_the_reason_and_the_space_left(tmp_path, monkeypatch):
+    from retinanet.util import io as util_io
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(util_io.os, "fsync", full)
+    (tmp_path / "kept.json").write_text('{"old": true}')
+    with pytest.raises(util_io.WriteError) as info:
+        util_io.write_json(str(tmp_path / "kept.json"), {"new": True})
+    assert str(info.value).startswith(f"could not write {tmp_path / 'kept.json'}: No space left on device; ")
+    assert str(info.value).endswith(" MB free there") and info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == ["kept.json"] and (tmp_path / "kept.json").read_text() == '{"old": true}'
+    blocker = tmp_path / "kept.json"
+    with pytest.raises(util_io.WriteError) as info:
+        util_io.write_text(str(blocker / "below" / "x.txt"), "x")
+    assert str(info.value).startswith(f"could not write {blocker / 'below' / 'x.txt'}: {blocker} is a file, not a folder")
+    assert util_io.output_location_problem(str(tmp_path), "file") == f"{tmp_path} is a folder; name a file"
+    assert util_io.output_location_problem(str(blocker / "x" / "y.png")) == f"{blocker} is a file, not a folder"
+    assert util_io.output_location_problem(str(tmp_path / "new" / "deeper" / "y.png")) is None

@@ -25,6 +25,7 @@ import sys
 from retinanet.data.check import check_dataset
 from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
                                               iou_threshold_problem)
+from retinanet.util.script import run_script
 
 EXIT_UNUSABLE = 2
 
@@ -108,4 +109,4 @@ def print_box_statistics(args, set_name):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -21,6 +21,7 @@ from retinanet.deploy.export import ExportCheckError, export_checkpoint, generat
 from retinanet.deploy.extras import MissingExtraError
 from retinanet.runs import options
 from retinanet.runs.checkpoint import CheckpointError
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -35,6 +36,7 @@ def parse_args(argv=None):
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
     if not args.output.lower().endswith(".onnx"):
         parser.error(f"--output {args.output}: name it *.onnx (the scripts recognise exported files by it)")
+    options.check_output_file(parser, args.output, "--output")
     return args
 
 
@@ -53,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,16 +13,17 @@ sizes (short side 800, long side at most 1333) unless --min_side / --max_side sa
 """
 import argparse
 import pickle
-import sys
 
 import torch
 
 from retinanet.models.backbone import describe_load_error
 from retinanet.models.transfer import (TORCHVISION_SOURCE_NAMES, TORCHVISION_VARIANTS, TransferError,
                                        convert_torchvision_state, torchvision_weights)
+from retinanet.runs import options
 from retinanet.runs.checkpoint import atomic_torch_save, load_model_weights, CheckpointError
 from retinanet.models.retinanet import build_model
 from retinanet.util.downloads import DownloadError, fetch
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="checkpoint file to write")
     parser.add_argument("--min_side", type=int, default=800, help="short side of the input (default: 800)")
     parser.add_argument("--max_side", type=int, default=1333, help="longest long side of the input (default: 1333)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    options.check_output_file(parser, args.output, "--output")
+    return args
 
 
 def read_weights(spec, variant):
@@ -85,4 +88,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

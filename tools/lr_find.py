@@ -18,6 +18,8 @@ from retinanet.data.coco import DatasetLoadError
 from retinanet.engine import TooManySkippedImagesError
 from retinanet.runs import options
 from retinanet.runs.lr_find import describe, run_range_test, write_range_test
+from retinanet.util.io import ensure_writable_folder
+from retinanet.util.script import run_script
 
 DEFAULT_OUTPUT = os.path.join("output", "lr_find", "lr_find.png")
 
@@ -40,12 +42,14 @@ def parse_args(argv=None):
         parser.error(f"--start_lr {args.start_lr:g} must be lower than --end_lr {args.end_lr:g}")
     if not args.output.endswith(".png"):
         parser.error(f"--output {args.output}: must end in .png")
+    options.check_output_file(parser, args.output, "--output")
     options.check_train_args(parser, args)
     return options.resolve_training_args(args)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    ensure_writable_folder(os.path.dirname(os.path.abspath(args.output)))  # before the test, not after it
     try:
         test = run_range_test(args, args.start_lr, args.end_lr, args.num_steps)
     except DatasetError as error:
@@ -62,4 +66,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,6 +9,7 @@ import argparse
 from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
 from retinanet.runs import tables
 from retinanet.runs.plots import LOSS_KEYS, plot_runs_overlay
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -39,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ from retinanet.runs.report_grid import (NUM_IMAGES, draw_predictions_grid, find_
                                         predictions_from_checkpoint)
 from retinanet.runs.options import positive_int
 from retinanet.util.device import DEVICE_CHOICES
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -102,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -11,6 +11,7 @@ import argparse
 
 
 from retinanet.runs import tables
+from retinanet.util.script import run_script
 
 
 def parse_args(argv=None):
@@ -54,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

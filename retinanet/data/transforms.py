@@ -14,6 +14,18 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # The paper's image size; the scripts' defaults and what a checkpoint without sizes falls back to.
 DEFAULT_MIN_SIDE = 608
 DEFAULT_MAX_SIDE = 1024
+# Longest image sides accepted: beyond them a single resized image needs gigabytes of memory.
+MAX_MIN_SIDE = 4096
+MAX_MAX_SIDE = 8192
+
+
+def image_size_problem(min_side, max_side):
+    """Why ``min_side`` / ``max_side`` (as read from a file) cannot size images, or None: each must
+    be an integer within the flags' own ranges."""
+    for name, value, limit in (("min_side", min_side, MAX_MIN_SIDE), ("max_side", max_side, MAX_MAX_SIDE)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            return f"{name} {value!r} is not a side length from 1 to {limit} pixels"
+    return None
 
 
 def resize_scale(height, width, min_side, max_side):

@@ -35,19 +35,32 @@ class ExportedModel:
         self.anchor_generator = AnchorGenerator.from_options(options)  # the saved layout, sizes, scales, ratios
         self.box_coding_std = tuple(float(value) for value in options["box_coding_std"])
         self.num_classes = len(self.metadata["class_names"])
-        self.open(runtime, threads or torch.get_num_threads())
+        try:
+            self.open(runtime, threads or torch.get_num_threads())
+        except (ExportedModelError, ValueError):
+            raise
+        except Exception as error:  # the runtimes' own exception types: report the file, not the runtime
+            raise ExportedModelError(f"{path}: {self.backend} cannot load the file ({_first_line(error)})") from None
+        problem = interface_problem(*self.interface())
+        if problem:
+            raise ExportedModelError(f"{path}: not a detector's network: {problem}")
 
     def __call__(self, images):
         """images: float32 (B, 3, H, W), H and W multiples of 32 -> RetinaNet.forward's dict (CPU tensors)."""
         images = images.detach().to("cpu", torch.float32).contiguous()
-        cls_logits, box_deltas = self.run(images.numpy())
+        try:
+            cls_logits, box_deltas = self.run(images.numpy())
+        except Exception as error:  # the runtimes' own exception types: report the file, not the runtime
+            raise ExportedModelError(f"{self.path}: {self.backend} failed on an input of shape "
+                                     f"{tuple(images.shape)} ({_first_line(error)})") from None
         height, width = images.shape[-2:]
         sizes = feature_sizes_for_image(height, width, self.anchor_generator.levels)
         level_sizes = [rows * columns * self.anchor_generator.num_anchors for rows, columns in sizes]
-        expected = (images.shape[0], sum(level_sizes), self.num_classes)
-        if cls_logits.shape != expected:
-            raise ExportedModelError(f"{self.path}: gave cls_logits of shape {cls_logits.shape} for input "
-                                     f"{tuple(images.shape)}; expected {expected}")
+        for name, array, width_ in (("cls_logits", cls_logits, self.num_classes), ("box_deltas", box_deltas, 4)):
+            expected = (images.shape[0], sum(level_sizes), width_)
+            if tuple(array.shape) != expected or array.dtype != np.float32:
+                raise ExportedModelError(f"{self.path}: gave {name} of shape {tuple(array.shape)} and type "
+                                         f"{array.dtype} for input {tuple(images.shape)}; expected {expected}, float32")
         return {
             "cls_logits": torch.from_numpy(np.ascontiguousarray(cls_logits)),
             "box_deltas": torch.from_numpy(np.ascontiguousarray(box_deltas)),
@@ -58,6 +71,10 @@ class ExportedModel:
 
     def open(self, runtime, threads):
         """Load ``self.path`` into ``runtime`` (the imported package) to run on ``threads`` CPU threads."""
+        raise NotImplementedError
+
+    def interface(self):
+        """({input name: rank}, {output name: rank}) of the loaded network (rank None when unknown)."""
         raise NotImplementedError
 
     def run(self, images):
@@ -81,6 +98,11 @@ class OnnxRuntimeModel(ExportedModel):
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
 
+    def interface(self):
+        def ranks(values):
+            return {value.name: len(value.shape) if isinstance(value.shape, list) else None for value in values}
+        return ranks(self.session.get_inputs()), ranks(self.session.get_outputs())
+
     def run(self, images):
         return self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
 
@@ -98,11 +120,44 @@ class OpenVinoModel(ExportedModel):
         # f32: on CPUs with bfloat16 instructions OpenVINO would otherwise run in bfloat16.
         self.compiled = core.compile_model(core.read_model(self.path), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
-        self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+
+    def interface(self):
+        def ranks(ports):
+            return {name: (port.get_partial_shape().rank.get_length() if port.get_partial_shape().rank.is_static
+                           else None) for port in ports for name in port.get_names()}
+        inputs, outputs = ranks(self.compiled.inputs), ranks(self.compiled.outputs)
+        if not interface_problem(inputs, outputs):
+            self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        return inputs, outputs
 
     def run(self, images):
         results = self.compiled({INPUT_NAME: images})
         return [results[output] for output in self.outputs]
+
+
+def interface_problem(inputs, outputs):
+    """What keeps a network with these inputs and outputs ({name: rank}) from being run as a
+    detector exported by tools/export.py, or ''."""
+    expected_outputs = {name: 3 for name in OUTPUT_NAMES}
+    if list(inputs) != [INPUT_NAME] or inputs[INPUT_NAME] not in (4, None):
+        return f"its inputs are {_describe(inputs)}; expected one, '{INPUT_NAME}' of rank 4"
+    missing = [name for name, rank in expected_outputs.items() if outputs.get(name, rank) not in (rank, None)
+               or name not in outputs]
+    if missing:
+        return f"its outputs are {_describe(outputs)}; expected {_describe(expected_outputs)}"
+    return ""
+
+
+def _describe(ranks):
+    return ", ".join(f"'{name}' of rank {rank if rank is not None else '?'}" for name, rank in ranks.items()) or "none"
+
+
+def _first_line(error):
+    """The line of a runtime's message that says what is wrong: OpenVINO's begin with lines naming its
+    own source files ("Exception from src/...", "Check '...' failed at src/..."), which are skipped."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return f"{type(error).__name__}: {(telling or lines or [''])[-1 if telling else 0]}"
 
 
 def open_exported(path, backend="onnxruntime", metadata=None, threads=None):

@@ -5,10 +5,12 @@ The file holds the network only (``RawOutputs``): input ``images`` float32 (B, 3
 of 32, as ``data.loader.collate`` pads them). Its metadata is described in ``metadata.py``.
 
 ``check_against_torch`` runs sample images through both, batched and one at a time (so that
-dynamic batch and image sizes are exercised): raw outputs must agree within RAW_TOLERANCE and
+dynamic batch and image sizes are exercised): raw outputs must agree within RAW_TOLERANCE of their
+scale (``raw_difference``) and
 the decoded detections must be the same (count, labels and order; scores within 1e-4, boxes
 within 0.01 px, the precision of a COCO results file).
 """
+import io
 import os
 import warnings
 
@@ -18,14 +20,15 @@ from torch import nn
 from retinanet.data.image_io import load_image_rgb
 from retinanet.data.loader import collate, list_images, sample_from_image
 from retinanet.data.synthetic import generate_image
-from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform
+from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform, image_size_problem
 from retinanet.deploy.backends import INPUT_NAME, OUTPUT_NAMES, open_exported
 from retinanet.deploy.extras import import_extras
 from retinanet.deploy.metadata import build_metadata, set_metadata
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.retinanet import model_options
-from retinanet.runs.checkpoint import check_model_description, load_checkpoint, model_from_checkpoint
-from retinanet.util.io import file_sha256
+from retinanet.runs.checkpoint import (CheckpointError, check_model_description, load_checkpoint,
+                                       model_from_checkpoint)
+from retinanet.util.io import WriteError, file_sha256, write_bytes
 
 # The TorchScript exporter: on a ResNet-18 test model it exports in 0.7 s where the torch.export
 # based one takes 17 s (230 s on a cold start), and its graph quantises (the other's shares
@@ -55,7 +58,7 @@ class RawOutputs(nn.Module):
 def export_model(model, path, metadata, opset=OPSET):
     """Write ``model`` (a RetinaNet, on the CPU) to ``path`` with ``metadata`` ({key: string}), atomically."""
     onnx, = import_extras("export", "exporting to ONNX")
-    temporary = f"{path}.partial"
+    graph = io.BytesIO()
     example = torch.zeros(2, 3, 96, 128)  # any multiple-of-32 size: the axes are dynamic
     dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                **{name: {0: "batch", 1: "anchors"} for name in OUTPUT_NAMES}}
@@ -66,12 +69,11 @@ def export_model(model, path, metadata, opset=OPSET):
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(RawOutputs(model).eval(), (example,), temporary, dynamo=False, opset_version=opset,
+        torch.onnx.export(RawOutputs(model).eval(), (example,), graph, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic)
-    proto = onnx.load(temporary)
+    proto = onnx.load_from_string(graph.getvalue())
     set_metadata(proto, metadata)
-    onnx.save(proto, temporary)
-    os.replace(temporary, path)
+    write_bytes(path, proto.SerializeToString())  # raises WriteError naming the file, and leaves nothing behind
 
 
 def export_checkpoint(checkpoint_path, output_path, check_images=None, check_backend="onnxruntime", log=print):
@@ -86,6 +88,9 @@ def export_checkpoint(checkpoint_path, output_path, check_images=None, check_bac
     checkpoint = load_checkpoint(checkpoint_path)
     args = check_model_description(checkpoint, checkpoint_path)
     model = model_from_checkpoint(checkpoint, checkpoint_path).eval()
+    problem = image_size_problem(args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE))
+    if problem:
+        raise CheckpointError(f"{checkpoint_path}: the saved {problem}")
     names = checkpoint["class_names"]
     metadata = build_metadata(names, checkpoint.get("category_ids") or range(1, len(names) + 1),
                               args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE),
@@ -95,7 +100,11 @@ def export_checkpoint(checkpoint_path, output_path, check_images=None, check_bac
     transform = EvalTransform(int(metadata["min_side"]), int(metadata["max_side"]))
     images = check_images if check_images is not None else generated_images()
     report = check_against_torch(model, open_exported(unchecked, check_backend), images, transform)
-    os.replace(unchecked, output_path)
+    try:
+        os.replace(unchecked, output_path)
+    except OSError as error:
+        os.remove(unchecked)
+        raise WriteError.from_os_error(output_path, error) from None
     log(f"exported {checkpoint_path} -> {output_path} (ONNX opset {OPSET}); {describe_check(report, check_backend)}")
     return report
 
@@ -120,11 +129,11 @@ def check_against_torch(model, exported, images, transform, postprocessor=None):
             expected = model(batch)
         got = exported(batch)
         for name in OUTPUT_NAMES:
-            difference = float((expected[name] - got[name]).abs().max())
+            difference = raw_difference(expected[name], got[name])
             worst = max(worst, difference)
             if not difference <= RAW_TOLERANCE:
-                raise ExportCheckError(f"{exported.path}: {name} differs from PyTorch's by {difference:.3g} "
-                                       f"(limit {RAW_TOLERANCE:g}) on a batch of shape {tuple(batch.shape)}")
+                raise ExportCheckError(f"{exported.path}: {name} differs from PyTorch's by {difference:.3g} of its "
+                                       f"scale (limit {RAW_TOLERANCE:g}) on a batch of shape {tuple(batch.shape)}")
         sizes, scales = [t["size"] for t in targets], [t["scale"] for t in targets]
         for index, (want, have) in enumerate(zip(postprocessor(expected, sizes, scales),
                                                  postprocessor(got, sizes, scales))):
@@ -135,6 +144,15 @@ def check_against_torch(model, exported, images, transform, postprocessor=None):
                                        f"{problem}")
             detections += len(want["scores"])
     return {"images": len(images), "max_raw_difference": worst, "detections": detections}
+
+
+def raw_difference(expected, got):
+    """The largest absolute difference, relative to the output's scale (its largest magnitude, at
+    least 1). Relative because GroupNorm over a nearly constant group divides by a tiny deviation:
+    PyTorch's own float32 result then differs from float64 by up to 2e-4 on logits of 5 (seen on
+    a ResNet-18 with GroupNorm after one epoch), while ONNX Runtime stays within 6e-6 of float64."""
+    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    return float((expected - got).abs().max()) / scale if expected.numel() else 0.0
 
 
 def detection_difference(expected, got):
@@ -153,7 +171,7 @@ def detection_difference(expected, got):
 def describe_check(report, backend):
     runtime = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}[backend]
     return (f"{runtime} matches PyTorch on {report['images']} images, batched and one by one: raw outputs within "
-            f"{report['max_raw_difference']:.2g} (limit {RAW_TOLERANCE:g}), the same {report['detections']} detections")
+            f"{report['max_raw_difference']:.2g} of their scale (limit {RAW_TOLERANCE:g}), the same {report['detections']} detections")
 
 
 def read_images_for_check(paths, limit):

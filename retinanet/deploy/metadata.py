@@ -15,7 +15,7 @@ Keys (values are strings; lists and dicts are JSON):
 """
 import json
 
-from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, image_size_problem
 from retinanet.deploy.extras import import_extras
 from retinanet.models.anchor_options import anchor_option_rules
 
@@ -85,6 +85,9 @@ def decode(raw, path):
         values["min_side"], values["max_side"] = int(values["min_side"]), int(values["max_side"])
     except ValueError as error:
         raise ExportedModelError(f"{path}: damaged metadata ({error})") from error
+    problem = image_size_problem(values["min_side"], values["max_side"])
+    if problem:
+        raise ExportedModelError(f"{path}: damaged metadata: {problem}")
     if len(values["class_names"]) != len(values["category_ids"]):
         raise ExportedModelError(f"{path}: metadata has {len(values['class_names'])} class names but "
                                  f"{len(values['category_ids'])} category ids")

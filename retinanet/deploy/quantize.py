@@ -20,7 +20,7 @@ from retinanet.data.transforms import EvalTransform
 from retinanet.deploy.backends import INPUT_NAME
 from retinanet.deploy.extras import import_extras
 from retinanet.deploy.metadata import encode, set_metadata
-from retinanet.util.io import file_sha256
+from retinanet.util.io import WriteError, file_sha256, write_bytes
 
 
 @dataclass(frozen=True)
@@ -93,17 +93,22 @@ def quantize_int8(float_path, output_path, calibration, metadata, min_side, max_
     if used < calibration.num_images:
         log(f"{reader.dataset.json_path} has {used} images: calibrating on all of them "
             f"(--calibration_images {calibration.num_images})")
-    temporary = f"{output_path}.partial"
-    quantize_static(float_path, temporary, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-                    calibrate_method=CalibrationMethod.MinMax)
+    temporary = f"{output_path}.partial"  # onnxruntime's quantiser writes to a path; removed whatever happens
+    try:
+        quantize_static(float_path, temporary, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                        calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(temporary)
+    except OSError as error:
+        raise WriteError.from_os_error(output_path, error) from None
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     values = dict(metadata)
     values.update(precision="int8", calibration=calibration.describe(min_side, max_side),
                   float_sha256=file_sha256(float_path))
-    proto = onnx.load(temporary)
     set_metadata(proto, encode(values))
-    onnx.save(proto, temporary)
-    os.replace(temporary, output_path)
+    write_bytes(output_path, proto.SerializeToString())
     log(f"quantised {float_path} -> {output_path} (int8, calibrated on {used} images of {reader.dataset.json_path})")
     return used
 

@@ -11,7 +11,8 @@ import sys
 from retinanet.data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT, augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.layout import SetNotFoundError, resolve_set
-from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE
+from retinanet.data.transforms import (DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, MAX_MAX_SIDE, MAX_MIN_SIDE,
+                                       image_size_problem)
 from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
 from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
@@ -22,6 +23,7 @@ from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
 from retinanet.runs.checkpoint import CheckpointError
 from retinanet.runs.start import PRETRAINED_KEYWORDS
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES, resolve_device
+from retinanet.util.io import output_location_problem
 
 
 def positive_int(text):
@@ -29,6 +31,14 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def run_name(text):
+    """An argparse type for --run_name: one folder name, so that the run stays inside --output_path."""
+    if text in ("", ".", "..") or "/" in text or os.sep in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name; a run name has no '/' and is not "
+                                         "'.' or '..'")
+    return text
 
 
 def non_negative_int(text):
@@ -78,9 +88,6 @@ def worker_count(text):
     return value
 
 
-# Longest image sides accepted: beyond them a single resized image needs gigabytes of memory.
-MAX_MIN_SIDE = 4096
-MAX_MAX_SIDE = 8192
 MAX_SEED = 2**32 - 1  # NumPy seeds are 32-bit unsigned integers
 
 
@@ -290,6 +297,9 @@ def add_augment_arguments(group):
 
 
 def check_image_sizes(parser, args):
+    problem = image_size_problem(args.min_side, args.max_side)  # values restored from a checkpoint, too
+    if problem:
+        parser.error(f"--{problem}" + (f" (saved in {args.resume})" if getattr(args, "resume", None) else ""))
     if args.min_side > args.max_side:
         parser.error(f"--min_side {args.min_side} is larger than --max_side {args.max_side}")
 
@@ -299,9 +309,23 @@ def check_existing_dir(parser, path, flag):
         parser.error(f"{flag} {path}: no such folder")
 
 
+def check_output_folder(parser, path, flag):
+    """A folder that a script will write into can be: ``parser.error`` naming the flag if not."""
+    problem = output_location_problem(path, "folder")
+    if problem:
+        parser.error(f"{flag} {path}: {problem}")
+
+
+def check_output_file(parser, path, flag):
+    """A file that a script will write can be (its folder can be made, it is not a folder)."""
+    problem = output_location_problem(path, "file")
+    if problem:
+        parser.error(f"{flag} {path}: {problem}")
+
+
 def check_existing_file(parser, path, flag):
     if path is not None and not os.path.isfile(path):
-        parser.error(f"{flag} {path}: no such file")
+        parser.error(f"{flag} {path}: " + ("a folder, not a file" if os.path.isdir(path) else "no such file"))
 
 
 # ----- ending a script on unusable input: the reason on stderr, exit status 2 -------------------
@@ -388,8 +412,8 @@ def build_train_parser(description=None):
     run = parser.add_argument_group("run")
     run.add_argument("--output_path", default="./output", help="folder for run folders with checkpoints (default: ./output)")
     run.add_argument("--log_dir", default="./log", help="folder for the run's console log (default: ./log)")
-    run.add_argument("--run_name", default=None,
-                     help="run name (default: train_depth{D}_epochs{E}_no{N}, N the next free number)")
+    run.add_argument("--run_name", type=run_name, default=None,
+                     help="run name, a folder name (default: train_depth{D}_epochs{E}_no{N}, N the next free number)")
     run.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=3407,
                      help=f"random seed, 0 to {MAX_SEED} (default: 3407)")
     run.add_argument("--resume", default=None, metavar="PATH",
@@ -419,6 +443,8 @@ def check_train_args(parser, args):
     if args.train_json is None:  # with --train_json, --coco_path is only looked in for --val_set
         check_existing_dir(parser, args.coco_path, "--coco_path")
     check_set_paths(parser, args)
+    check_output_folder(parser, args.output_path, "--output_path")
+    check_output_folder(parser, args.log_dir, "--log_dir")
     check_existing_file(parser, args.resume, "--resume")
     pretrained_file = args.pretrained if args.pretrained not in PRETRAINED_KEYWORDS else None
     check_existing_file(parser, pretrained_file, "--pretrained")

@@ -4,6 +4,7 @@ A run named ``train_depth{D}_epochs{E}_no{N}`` (N the next free number) writes
 ``{output_path}/{run}/`` (``config.json``, ``metrics.jsonl``, checkpoints, ``curves.png``) and
 ``{log_dir}/{run}.log`` (everything printed on the console, without progress bars).
 """
+import contextlib
 import fcntl
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import torch
 
 from retinanet.runs.checkpoint import atomic_torch_save
-from retinanet.util.io import write_json, write_text
+from retinanet.util.io import WriteError, nearest_existing, probe_folder, write_json, write_text
 
 
 def next_run_name(output_path, log_dir, depth, epochs, prefix="", create=False):
@@ -53,32 +54,53 @@ def tensor_bytes(obj):
 
 
 class RunLog:
-    """print-like callable that writes to the console and appends to a log file."""
+    """print-like callable that writes to the console and appends to a log file.
+
+    A line the file cannot take (a full disk) raises WriteError naming the log, once; the lines
+    after it, those that say what was saved, still reach the console."""
 
     def __init__(self, path):
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8", buffering=1)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8", buffering=1)
+        except OSError as error:
+            raise WriteError.from_os_error(path, error) from None
 
     def __call__(self, *parts, file=None):
         text = " ".join(str(part) for part in parts)
         print(text, file=file or sys.stdout, flush=True)
-        self._file.write(text + "\n")
+        if self._file is None:
+            return
+        try:
+            self._file.write(text + "\n")
+        except OSError as error:
+            broken, self._file = self._file, None
+            with contextlib.suppress(OSError):  # its buffered line cannot be written either
+                broken.close()
+            raise WriteError.from_os_error(self.path, error) from None
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def append_metrics(path, record):
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    except OSError as error:
+        raise WriteError.from_os_error(path, error) from None
 
 
 def read_metrics(path):
     """All records of a metrics.jsonl file, in order; a torn last line (crash mid-write) is ignored."""
     records = []
     with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+        try:
+            lines = handle.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -97,6 +119,40 @@ def truncate_metrics(path, last_epoch):
         return
     kept = [record for record in read_metrics(path) if record.get("epoch", 0) <= last_epoch]
     write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
+
+
+def _reason(error):
+    if isinstance(error, NotADirectoryError) or error.errno == 20:
+        return f"{nearest_existing(error.filename or '')} is a file, not a folder" if error.filename else "not a folder"
+    return error.strerror or str(error)
+
+
+def _lock_file(path):
+    """(descriptor, None) holding an exclusive ``flock`` on ``path`` (created, the pid written into
+    it), or (None, the holder's pid as written) when a live process holds it. The kernel drops the
+    lock when its process dies, so the lock of a crashed or killed run never blocks the next one."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(descriptor, 32).decode("ascii", "replace").strip()
+            os.close(descriptor)
+            return None, owner
+        try:
+            same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:  # else the holder removed the file as it released it: lock the new one
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+    return descriptor, None
+
+
+# The temporary files of util.io.atomic_write: ".{target name}.{8 hex digits}.tmp".
+STALE_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 class RunDirError(RuntimeError):
@@ -126,6 +182,7 @@ class RunDir:
         self.metrics_path = self.file("metrics.jsonl")
         self.summary_path = self.file("summary.json")
         self.curves_path = self.file("curves.png")
+        self.stale_temporaries = []  # [(name, bytes)] that claim() removed
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -145,11 +202,7 @@ class RunDir:
     def check_writable(self):
         """Create the folder and write a probe file, so an unwritable place fails now, not after an epoch.
         Raises OSError."""
-        probe = self.file(".write-test")
-        os.makedirs(self.path, exist_ok=True)
-        with open(probe, "wb") as handle:
-            handle.write(b"0" * 4096)
-        os.remove(probe)
+        probe_folder(self.path)
 
     def claim(self, resuming=False, resumed_run=None):
         """Take the folder for this process: refuse one that holds another run (a new run, or a
@@ -163,18 +216,39 @@ class RunDir:
             os.makedirs(self.path, exist_ok=True)
             self._lock()
         except OSError as error:
-            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
-                              f"{error.strerror or error}") from None
+            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): {_reason(error)}") from None
         try:
             self._refuse_another_run(resuming, resumed_run)  # again, now that no other run can start here
             self.check_writable()
+            self.stale_temporaries = self._remove_stale_temporaries()
         except OSError as error:
             self.release()
-            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
-                              f"{error.strerror or error}") from None
+            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): {_reason(error)}") from None
         except RunDirError:
             self.release()
             raise
+        log_folder = os.path.dirname(os.path.abspath(self.log_path))
+        try:
+            probe_folder(log_folder)
+            self._lock_log()
+        except (OSError, RunDirError) as error:
+            self.release()
+            if not os.listdir(self.path):  # the folder this claim made, still empty: no trace of the run
+                os.rmdir(self.path)
+            if isinstance(error, RunDirError):
+                raise
+            raise RunDirError(f"cannot write the log folder {log_folder} (--log_dir): {_reason(error)}") from None
+
+    def _remove_stale_temporaries(self):
+        """Remove the atomic writer's temporary files (``.{name}.{8 hex}.tmp``) that a killed save left
+        here: with the folder locked, no other process is writing them. Returns [(name, bytes)]."""
+        removed = []
+        for name in sorted(os.listdir(self.path)):
+            if STALE_TEMPORARY.fullmatch(name):
+                path = self.file(name)
+                removed.append((name, os.path.getsize(path)))
+                os.remove(path)
+        return removed
 
     def _refuse_another_run(self, resuming, resumed_run):
         if not self.holds_a_run() or (resuming and resumed_run in (None, self.name)):
@@ -189,38 +263,39 @@ class RunDir:
 
     def _lock(self):
         """Lock ``.lock`` without waiting; RunDirError naming the folder when another live run holds it."""
-        path = self.file(".lock")
-        while True:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = os.read(descriptor, 32).decode("ascii", "replace").strip()
-                os.close(descriptor)
-                raise RunDirError(f"{self.path} is in use by another run that is still going"
-                                  f"{f' (pid {owner})' if owner else ''}; wait for it to end or pick another "
-                                  "--run_name") from None
-            try:
-                same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same_file = False
-            if same_file:  # else the holder removed the file as it released it: lock the new one
-                break
-            os.close(descriptor)
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        descriptor, owner = _lock_file(self.file(".lock"))
+        if descriptor is None:
+            raise RunDirError(f"{self.path} is in use by another run that is still going"
+                              f"{f' (pid {owner})' if owner else ''}; wait for it to end or pick another --run_name")
         self._lock_descriptor = descriptor
 
-    def release(self):
-        """Give the folder up (the end of the run); harmless when it was never claimed."""
-        descriptor, self._lock_descriptor = getattr(self, "_lock_descriptor", None), None
+    def _lock_log(self):
+        """Lock the log too (``.{run}.log.lock`` beside it): two runs of one --run_name under different
+        --output_path would otherwise write into the same log/<run>.log."""
+        descriptor, owner = _lock_file(self._log_lock_path())
         if descriptor is None:
-            return
-        try:
-            os.remove(self.file(".lock"))
-        except FileNotFoundError:
-            pass
-        os.close(descriptor)
+            raise RunDirError(f"{self.log_path} is being written by another run of the name {self.name} that is "
+                              f"still going{f' (pid {owner})' if owner else ''}, under another --output_path; wait "
+                              "for it to end, or pick another --run_name or --log_dir")
+        self._log_lock_descriptor = descriptor
+
+    def _log_lock_path(self):
+        return os.path.join(os.path.dirname(os.path.abspath(self.log_path)), f".{self.name}.log.lock")
+
+    def release(self):
+        """Give the folder and the log up (the end of the run); harmless when they were never claimed.
+        The lock files are removed before they are closed: loader workers forked during the run
+        may keep the descriptors open a while, and the next run then locks a new file."""
+        for attribute, path in (("_log_lock_descriptor", self._log_lock_path()), ("_lock_descriptor", self.file(".lock"))):
+            descriptor = getattr(self, attribute, None)
+            setattr(self, attribute, None)
+            if descriptor is None:
+                continue
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            os.close(descriptor)
 
     def open_log(self):
         return RunLog(self.log_path)
@@ -253,7 +328,8 @@ class RunDir:
         try:
             atomic_torch_save(state, path)
         except OSError as error:
-            raise CheckpointWriteError(self._write_failure(path, state, error.strerror or str(error))) from None
+            reason = getattr(error, "reason", None) or error.strerror or str(error)
+            raise CheckpointWriteError(self._write_failure(path, state, reason)) from None
         except RuntimeError as error:
             if not any(marker in str(error) for marker in _TORCH_WRITE_FAILURES):
                 raise

@@ -34,7 +34,7 @@ from retinanet.runs.signals import StopRequest
 from retinanet.runs.start import StartError, apply_start, resolve_start
 from retinanet.util import distributed
 from retinanet.util.device import resolve_device
-from retinanet.util.io import file_sha256
+from retinanet.util.io import WriteError, file_sha256
 
 
 class Trainer:
@@ -110,6 +110,10 @@ class Trainer:
         except RunDirError as error:
             raise SystemExit(f"error: {error}") from None
         log = self.run.open_log()
+        if self.run.stale_temporaries:
+            log(f"removed {len(self.run.stale_temporaries)} temporary file(s) of an interrupted save from "
+                f"{self.run.path} ({sum(size for _, size in self.run.stale_temporaries) / 1e6:.0f} MB): "
+                f"{', '.join(name for name, _ in self.run.stale_temporaries)}")
         self._write_config()
         log(f"run {self.run.name}: {len(self.train_set)} training images, {self.train_set.num_classes} classes, "
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
@@ -159,7 +163,7 @@ class Trainer:
     def fit(self):
         try:
             self._fit()
-        except CheckpointWriteError as error:
+        except (CheckpointWriteError, WriteError) as error:
             raise SystemExit(f"error: {error}") from None
 
     def _fit(self):
@@ -170,7 +174,8 @@ class Trainer:
             try:
                 for epoch in range(self.start_epoch, self.args.epochs):
                     self._train_epoch(epoch)
-            except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError) as error:
+            except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError,
+                    WriteError) as error:
                 reason, exit_value = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
                 self._save_interrupted(reason, diverged=isinstance(error, NonFiniteLossError))
                 raise SystemExit(exit_value) from None
@@ -208,12 +213,12 @@ class Trainer:
                 record["coco"] = evaluation["stats"]
                 if self.best_metric is None or evaluation["stats"]["AP"] > self.best_metric:
                     self.best_metric, self.best_epoch = evaluation["stats"]["AP"], epoch + 1
-        if self.is_main:
+        if self.is_main:  # the record and the checkpoint first: a log or plot that cannot be written loses nothing
+            self.run.append_metrics(record)
+            self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
             self.log(format_epoch_line(record, args.epochs) + time_left(
                 time.perf_counter() - self.fit_started, epoch + 1 - self.start_epoch, args.epochs - epoch - 1))
-            self.run.append_metrics(record)
             self.run.plot_curves()
-            self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
             if "coco" in record:  # report.html follows every evaluation; matplotlib is loaded only then
                 from retinanet.runs.report import update_after_evaluation
                 update_after_evaluation(self.run.path, self.val_loader.dataset, results, epoch + 1)
@@ -312,7 +317,7 @@ def why_stopped(error, stop, args, run_path):
     any other error is raised again."""
     if isinstance(error, KeyboardInterrupt):
         return f"interrupted by {stop.signal_name or 'Ctrl-C'}", stop.exit_code()
-    if isinstance(error, (NonFiniteLossError, TooManySkippedImagesError)):
+    if isinstance(error, (NonFiniteLossError, TooManySkippedImagesError, WriteError)):
         return str(error), f"error: {error}"
     killed = WORKER_KILLED.search(str(error))
     if killed is None:

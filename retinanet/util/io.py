@@ -14,8 +14,88 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 
 _WRITE_MODES = ("w", "wb")
+
+
+class WriteError(OSError):
+    """A file could not be written: a full disk, no permission, a folder in the way, a path through a
+    regular file. ``str()`` names the file, the reason and the space left; ``path``, ``reason`` and
+    ``free_bytes`` (None when unknown) are kept for callers that say more."""
+
+    def __init__(self, path, reason, errno=None):
+        self.path, self.reason, self.free_bytes = path, reason, free_space(path)
+        free = f"; {self.free_bytes / 1e6:.0f} MB free there" if self.free_bytes is not None else ""
+        super().__init__(f"could not write {path}: {reason}{free}")
+        self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, path, error):
+        if isinstance(error, WriteError):
+            return error
+        reason = error.strerror or str(error)
+        if isinstance(error, NotADirectoryError) or error.errno == 20:
+            reason = f"{nearest_existing(os.path.dirname(os.path.abspath(path)))} is a file, not a folder"
+        return cls(path, reason, error.errno)
+
+
+def nearest_existing(path):
+    """``path`` or the nearest of its parents that exists (a file or a folder)."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def free_space(path):
+    """Bytes free on the file system that would hold ``path``; None when that cannot be told."""
+    try:
+        existing = nearest_existing(path)
+        return shutil.disk_usage(existing if os.path.isdir(existing) else os.path.dirname(existing)).free
+    except OSError:
+        return None
+
+
+def probe_folder(folder):
+    """Create ``folder`` and write, sync and remove a 4 KB file in it, so that a full disk or a
+    read-only place is found before hours of work, not after. Raises OSError."""
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".write-test-{os.getpid()}")
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+
+
+def ensure_writable_folder(folder):
+    """``probe_folder``; a failure raises WriteError naming ``folder``."""
+    try:
+        probe_folder(folder)
+    except OSError as error:
+        raise WriteError.from_os_error(folder, error) from None
+
+
+def output_location_problem(path, what="file"):
+    """Why ``path`` cannot be written as a new or replaced ``what`` ("file" or "folder"), or None.
+
+    Checked before any work, so that an output named through a regular file, onto a folder (or,
+    for a folder, onto a file) or into a read-only place fails at once instead of after hours."""
+    path = os.path.abspath(path)
+    if what == "file" and os.path.isdir(path):
+        return f"{path} is a folder; name a file"
+    if what == "folder" and os.path.exists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    existing = nearest_existing(path if what == "folder" else os.path.dirname(path))
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 @contextlib.contextmanager
@@ -24,13 +104,17 @@ def atomic_write(path, mode="w", encoding="utf-8", newline=None):
 
     mode: "w" (text, in ``encoding``, with ``newline`` as for ``open``) or "wb" (bytes).
     The target's folder is created when missing. If the block raises, ``path`` is untouched
-    and the temporary file is removed.
+    and the temporary file is removed; an OSError (a full disk) comes out as WriteError, which
+    names ``path``.
     """
     if mode not in _WRITE_MODES:
         raise ValueError(f"mode must be one of {_WRITE_MODES}, got {mode!r}")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = _create_temporary_file(folder, os.path.basename(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        descriptor, temporary = _create_temporary_file(folder, os.path.basename(path))
+    except OSError as error:
+        raise WriteError.from_os_error(path, error) from None
     try:
         text_options = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
         with open(descriptor, mode, **text_options) as stream:
@@ -38,9 +122,11 @@ def atomic_write(path, mode="w", encoding="utf-8", newline=None):
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+        if isinstance(error, OSError):
+            raise WriteError.from_os_error(path, error) from None
         raise
 
 
@@ -81,6 +167,8 @@ def read_json_object(path):
             value = json.load(handle)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value

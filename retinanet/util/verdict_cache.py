@@ -76,7 +76,7 @@ class VerdictCache:
             machines.setdefault(self.fingerprint, {}).update(self.new)
             write_json(self.path, {"version": CACHE_VERSION, "machines": machines})
         except OSError as error:  # a read-only home: the measurement runs again next time, and says why
-            print(f"warning: cannot write the cache {self.path}: {error.strerror or error}; set "
+            print(f"warning: cannot write the cache {self.path}: {getattr(error, 'reason', None) or error.strerror or error}; set "
                   "RETINANET_CACHE_DIR to a writable folder to keep these verdicts", file=sys.stderr)
 
     def _read(self):
