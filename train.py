@@ -25,30 +25,31 @@ def parse_args(argv=None):
 
 
 def _parse(argv):
-    """(flags, the --resume checkpoint or None). A resumed run restores its saved flags, so that
-    `--resume PATH` alone continues it; flags given explicitly override them where that is safe."""
+    """(flags, the --resume checkpoint or None, the names of the flags given). A resumed run restores
+    its saved flags, so that `--resume PATH` alone continues it; flags given explicitly override
+    them where that is safe."""
     parser = options.build_train_parser(__doc__)
     args = parser.parse_args(argv)
+    typed = options.explicit_flags(parser, argv)
     checkpoint = None
     if args.resume:
         options.check_existing_file(parser, args.resume, "--resume")
         try:
             checkpoint = load_checkpoint(args.resume)
             check_model_description(checkpoint, args.resume)
-            args, overrides = options.restore_resumed_args(args, options.explicit_flags(parser, argv), checkpoint,
-                                                           args.resume)
+            args, overrides = options.restore_resumed_args(args, typed, checkpoint, args.resume)
         except (CheckpointError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None
         for line in overrides:
             print(line)
     options.check_train_args(parser, args)
-    return options.resolve_training_args(args), checkpoint
+    return options.resolve_training_args(args), checkpoint, typed
 
 
 def main(argv=None):
-    args, resume_state = _parse(argv)
+    args, resume_state, typed = _parse(argv)
     try:
-        trainer = Trainer(args, resume_state)
+        trainer = Trainer(args, resume_state, typed_flags=typed)
     except DatasetError as error:
         options.exit_with_report(error)
     except (CheckpointError, DatasetLoadError) as error:

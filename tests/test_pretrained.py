@@ -188,6 +188,13 @@ def test_init_from_refuses_network_flags_that_disagree(shapes_data, tmp_path):
                 "args": {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}}, path)
     with pytest.raises(SystemExit, match=r"--depth 34 \(.* has 18\)"):
         Trainer(run_flags(shapes_data[1], tmp_path, "bad", "--init_from", str(path), "--depth", "34"))
+    # A typed flag counts even when it is the default: --depth 50 next to a ResNet-18 source trained a ResNet-18.
+    tiny = TINY_TRAIN_FLAGS[:TINY_TRAIN_FLAGS.index("--pretrained")]
+    with pytest.raises(SystemExit, match=r"--depth 50 \(.*source\.pt.* has 18\); leave them out"):
+        train_script.main([*tiny, "--coco_path", str(shapes_data[1]), "--output_path", str(tmp_path / "output"),
+                           "--log_dir", str(tmp_path / "log"), "--run_name", "typed", "--epochs", "1",
+                           "--init_from", str(path), "--depth", "50"])
+    assert not (tmp_path / "output" / "typed").exists()
     with pytest.raises(SystemExit, match="torchvision-coco-v1.* not in the cache and RETINANET_OFFLINE is set"):
         Trainer(run_flags(shapes_data[1], tmp_path, "bad", "--init_from", "torchvision-coco-v1"))
     assert resolve_training_args(init_from=str(path)).norm == "auto"  # decided by the source

@@ -25,6 +25,11 @@ DEFAULT_OUTPUT = os.path.join("output", "lr_find", "lr_find.png")
 
 
 def parse_args(argv=None):
+    return _parse(argv)[0]
+
+
+def _parse(argv):
+    """(the flags, the names of those given on the command line)."""
     parser = options.build_train_parser(__doc__)
     test = parser.add_argument_group("learning-rate range test")
     test.add_argument("--start_lr", type=options.positive_float, default=1e-7, help="first rate (default: 1e-7)")
@@ -44,14 +49,14 @@ def parse_args(argv=None):
         parser.error(f"--output {args.output}: must end in .png")
     options.check_output_file(parser, args.output, "--output")
     options.check_train_args(parser, args)
-    return options.resolve_training_args(args)
+    return options.resolve_training_args(args), options.explicit_flags(parser, argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args, typed = _parse(argv)
     ensure_writable_folder(os.path.dirname(os.path.abspath(args.output)))  # before the test, not after it
     try:
-        test = run_range_test(args, args.start_lr, args.end_lr, args.num_steps)
+        test = run_range_test(args, args.start_lr, args.end_lr, args.num_steps, typed_flags=typed)
     except DatasetError as error:
         options.exit_with_report(error)
     except (DatasetLoadError, TooManySkippedImagesError) as error:

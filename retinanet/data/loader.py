@@ -56,6 +56,17 @@ class DetectionLoader(DataLoader):
             _WORKER_PROCESSES.extend(getattr(iterator, "_workers", []))
         return iterator
 
+    def shutdown(self):
+        """Stop this loader's worker processes now (the end of a run, also one ended by an error,
+        whose traceback may keep the iterator alive); idle workers exit at once."""
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            workers = list(getattr(iterator, "_workers", []))
+            iterator._shutdown_workers()
+            _WORKER_ITERATORS.discard(iterator)
+            _stop(workers)
+        self._iterator = None
+
 
 _WORKER_ITERATORS = weakref.WeakSet()
 _WORKER_PROCESSES = []
@@ -69,12 +80,16 @@ def shutdown_loader_workers():
     for iterator in list(_WORKER_ITERATORS):
         iterator._shutdown_workers()
         _WORKER_ITERATORS.discard(iterator)
-    for process in _WORKER_PROCESSES:
+    _stop(_WORKER_PROCESSES)
+    _WORKER_PROCESSES.clear()
+
+
+def _stop(processes):
+    for process in processes:
         process.join(timeout=WORKER_STOP_SECONDS)
         if process.is_alive():
             process.kill()
             process.join()
-    _WORKER_PROCESSES.clear()
 
 
 # multiprocessing.util registers its exit handler when first imported, which may be as late as the

@@ -100,14 +100,15 @@ def suggest_index(learning_rates, smoothed):
     return max(index, first)
 
 
-def run_range_test(args, start_lr, end_lr, num_steps, log=print):
+def run_range_test(args, start_lr, end_lr, num_steps, log=print, typed_flags=None):
     """The range test of train.py's flags ``args`` (a Namespace); returns a RangeTest.
 
     Raises DatasetError / DatasetLoadError for an unusable training set, SystemExit with one
     line for an unusable start (--pretrained, --init_from) or device, as train.py does, and
-    TooManySkippedImagesError past --max_skipped_images undecodable images."""
+    TooManySkippedImagesError past --max_skipped_images undecodable images. typed_flags: the
+    flags given on the command line, which --init_from checks against its source's network."""
     args = resolve_training_args(args, val_set="")  # no evaluation: only the training set is read
-    model, loader, criterion, optimizer, scaler, device_config = _set_up(args, start_lr, log)
+    model, loader, criterion, optimizer, scaler, device_config = _set_up(args, start_lr, log, typed_flags)
     log(f"lr range test: {len(loader.dataset)} training images, batch {args.batch_size}, {args.optimizer}; "
         f"{num_steps} steps from {start_lr:.3g} to {end_lr:.3g}")
     model.train()
@@ -139,7 +140,7 @@ def run_range_test(args, start_lr, end_lr, num_steps, log=print):
     return RangeTest(rates, losses, smoothed, stop_reason, suggest_index(rates, smoothed))
 
 
-def _set_up(args, start_lr, log):
+def _set_up(args, start_lr, log, typed_flags=None):
     """train.py's model (with its start), loader, loss, optimizer (at ``start_lr``), scaler and DeviceConfig."""
     try:
         device = resolve_device(args.device)
@@ -149,7 +150,7 @@ def _set_up(args, start_lr, log):
     if not args.skip_dataset_check:
         check_datasets(args)
     train_set, loader, _ = build_data(args, device, rank=0, world_size=1)
-    start, start_lines = resolve_start_or_exit(args)
+    start, start_lines = resolve_start_or_exit(args, typed_flags)
     model, weight_lines = build_start_model(train_set.class_names, args, start)
     model, _ = place_model(model, args, device, world_size=1)
     device_config, precision, _ = settle_training_precision(model, args, device, [train_set])

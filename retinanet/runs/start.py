@@ -93,18 +93,25 @@ def resolve_start(args, download=True):
     return Start(what, backbone_file=path)
 
 
-def apply_start(args, start, defaults):
+def apply_start(args, start, defaults, typed=None):
     """Set the flags that depend on the start: the source detector's network options, ``--norm
     auto``, ``--trainable_layers`` when not given, and ``start`` (the description). Returns the
     log lines about options taken from the source.
 
-    defaults: train.py's defaults; a network flag changed from its default that disagrees with
-    the source detector raises StartError (its weights only fit its own network)."""
+    typed: the flags given on the command line (``options.explicit_flags``); None (a Namespace
+    built in code) counts a flag as given when it differs from train.py's ``defaults``. A given
+    network flag that disagrees with the source detector raises StartError naming both values:
+    its weights only fit its own network, and ``--depth 50`` typed next to a ResNet-18 checkpoint
+    must not silently train a ResNet-18."""
     lines = []
     if start.detector is not None:
         options = start.detector.options
+
+        def given(name):
+            return name in typed if typed is not None else getattr(args, name) != defaults[name]
+
         refused = [f"--{name} {getattr(args, name)} ({start.detector.description} has {options[name]})"
-                   for name in MODEL_ARG_NAMES if name != "prior" and getattr(args, name) != defaults[name]
+                   for name in MODEL_ARG_NAMES if name != "prior" and given(name)
                    and getattr(args, name) != options[name] and not (name == "norm" and args.norm == "auto")]
         if refused:
             raise StartError(f"--init_from sets the network, and these flags disagree with it: {'; '.join(refused)}; "

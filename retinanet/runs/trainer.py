@@ -39,9 +39,11 @@ from retinanet.util.io import WriteError, file_sha256
 
 class Trainer:
     """One training run. ``args``: train.py's flags (missing ones take train.py's defaults);
-    ``resume_state``: a checkpoint dict to continue from."""
+    ``resume_state``: a checkpoint dict to continue from; ``typed_flags``: the names of the flags
+    given on the command line (None: those that differ from the defaults), which --init_from
+    checks against its source's network."""
 
-    def __init__(self, args, resume_state=None):
+    def __init__(self, args, resume_state=None, typed_flags=None):
         self.args = args = resolve_training_args(args)
         device = _resolve_device(args.device)
         self.rank, self.world_size, local_rank = distributed.init_from_environment(device.type)
@@ -61,7 +63,7 @@ class Trainer:
             self.train_data_changes += [change] if change is not None else []
             start = None
         else:
-            start, start_lines = resolve_start_or_exit(args)
+            start, start_lines = resolve_start_or_exit(args, typed_flags)
         # Weights are loaded before the run folder is claimed, so a source that does not fit writes nothing.
         model, weight_lines = build_start_model(self.train_set.class_names, args, start)
         self.model_without_ddp, self.model = place_model(model, args, device, self.world_size)
@@ -301,6 +303,9 @@ class Trainer:
         self.log(f"finished in {seconds / 60:.1f} min; model: {final_path}")
 
     def close(self):
+        for loader in (self.train_loader, self.val_loader):
+            if loader is not None:
+                loader.shutdown()
         if self.log is not print:
             self.log.close()
             self.run.release()
@@ -496,12 +501,13 @@ def check_training_set(args, state, current):
             "message": f"the training set changed since the checkpoint (--allow_changed_data): {what}"}
 
 
-def resolve_start_or_exit(args):
+def resolve_start_or_exit(args, typed_flags=None):
     """(Start, log lines) of a new run, its flags updated (runs.start); a start that cannot be had
-    ends the program with one line before anything is written."""
+    ends the program with one line before anything is written. typed_flags: the flags given on the
+    command line, None for flags set in code (see runs.start.apply_start)."""
     try:
         start = resolve_start(args)
-        return start, apply_start(args, start, vars(resolve_training_args()))
+        return start, apply_start(args, start, vars(resolve_training_args()), typed_flags)
     except StartError as error:
         raise SystemExit(f"error: {error}") from None
 
