@@ -11,6 +11,7 @@ Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run nam
 console output to log/<run name>.log. See README.md for every flag.
 """
 
+from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.runs import options
@@ -29,8 +30,7 @@ def _parse(argv):
     its saved flags, so that `--resume PATH` alone continues it; flags given explicitly override
     them where that is safe."""
     parser = options.build_train_parser(__doc__)
-    args = parser.parse_args(argv)
-    typed = options.explicit_flags(parser, argv)
+    args, typed = options.parse_train_flags(parser, argv)
     checkpoint = None
     if args.resume:
         options.check_existing_file(parser, args.resume, "--resume")
@@ -43,7 +43,11 @@ def _parse(argv):
         for line in overrides:
             print(line)
     options.check_train_args(parser, args)
-    return options.resolve_training_args(args), checkpoint, typed
+    args = options.resolve_training_args(args)
+    if args.print_config:
+        print(config_text(parser, args, typed, options.DERIVED_FLAGS), end="")
+        raise SystemExit(0)
+    return args, checkpoint, typed
 
 
 def main(argv=None):

@@ -1,10 +1,11 @@
 """RetinaNet (Lin et al., 2017) for COCO-format datasets: model, data, loss, training and evaluation.
 
-For detections in your own code, ``from retinanet import Detector`` (see ``retinanet/detector.py``).
+For detections in your own code, ``from retinanet import Detector`` (see ``retinanet/detector.py``);
+to train from Python, ``retinanet.train(config, **flags)`` (see ``retinanet/training.py``).
 """
 
 __version__ = "1.1.0"
-__all__ = ["Detector"]
+__all__ = ["Detector", "train"]
 
 
 def __getattr__(name):
@@ -12,4 +13,7 @@ def __getattr__(name):
     if name == "Detector":
         from retinanet.detector import Detector
         return Detector
+    if name == "train":
+        from retinanet.training import train
+        return train
     raise AttributeError(f"module 'retinanet' has no attribute {name!r}")

@@ -13,6 +13,7 @@ checkpoint or log is written. Exit status 1 when there is no suggestion.
 import os
 import sys
 
+from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.engine import TooManySkippedImagesError
@@ -39,7 +40,7 @@ def _parse(argv):
                       help="training steps from --start_lr to --end_lr (default: 200)")
     test.add_argument("--output", default=DEFAULT_OUTPUT, metavar="PNG",
                       help=f"the plot; the curve goes beside it as .json (default: {DEFAULT_OUTPUT})")
-    args = parser.parse_args(argv)
+    args, typed = options.parse_train_flags(parser, argv)
     if args.resume:
         parser.error("--resume: the range test trains a new run's model; start it from a checkpoint's weights "
                      "with --init_from CHECKPOINT")
@@ -49,7 +50,11 @@ def _parse(argv):
         parser.error(f"--output {args.output}: must end in .png")
     options.check_output_file(parser, args.output, "--output")
     options.check_train_args(parser, args)
-    return options.resolve_training_args(args), options.explicit_flags(parser, argv)
+    args = options.resolve_training_args(args)
+    if args.print_config:
+        print(config_text(parser, args, typed, options.DERIVED_FLAGS), end="")
+        raise SystemExit(0)
+    return args, typed
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ import copy
 import os
 import sys
 
+from retinanet.cli.config_file import ConfigFileError, add_config_arguments, checked_values, config_defaults
 from retinanet.data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT, augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.layout import SetNotFoundError, resolve_set
@@ -429,7 +430,57 @@ def build_train_parser(description=None):
     run.add_argument("--print_every", type=non_negative_int, default=50,
                      help="log a loss line every N iterations when no progress bar is shown (default: 50)")
     run.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (with --norm bn)")
+    add_config_arguments(parser)
     return parser
+
+
+def parse_train_flags(parser, argv=None):
+    """(Namespace, the names of the flags set by the command line or --config) of train.py's
+    ``parser``: a --config file's values become the defaults, so the command line overrides them."""
+    args = parser.parse_args(argv)
+    typed = explicit_flags(parser, argv)
+    if args.config is None:
+        return args, typed
+    if args.resume:
+        parser.error("--config sets a new run's flags; --resume continues a run with its own (leave --config out)")
+    check_existing_file(parser, args.config, "--config")
+    try:
+        values = config_file_values(parser, args.config)
+    except ConfigFileError as error:
+        fail(error)
+    parser.set_defaults(**values)
+    return parser.parse_args(argv), typed | set(values)
+
+
+def config_file_values(parser, config):
+    """The checked values of a configuration (a YAML/JSON file's path, or a dict of flags), without
+    the derived ones that a run's record holds resolved; raises ConfigFileError."""
+    values = config_defaults(parser, config) if isinstance(config, (str, os.PathLike)) else \
+        checked_values(parser, dict(config), "the configuration")
+    return _without_rederivable(values, parser)
+
+
+# Flags whose default is derived from others: --milestones from --epochs, the augmentation knobs
+# from --augment and --min_side.
+DERIVED_FLAGS = ("milestones", "train_sides", "scale_jitter", "photometric", "min_box_size")
+
+
+def _without_rederivable(values, parser):
+    """``values`` of a configuration file without the derived flags that hold exactly what they
+    derive to from the file's other values (a run's config.json records them resolved), so that
+    they follow a changed --epochs or --min_side on the command line as they would have."""
+    full = dict(vars(parser.parse_args([])), **values)
+    derived = {"milestones": default_milestones(full["epochs"]),
+               **augment_settings(dict(full, train_sides=None, scale_jitter=None, photometric=None,
+                                       min_box_size=None))}
+    return {name: value for name, value in values.items()
+            if not (name in DERIVED_FLAGS and value is not None and _same(value, derived[name]))}
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def check_train_args(parser, args):

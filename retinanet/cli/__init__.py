@@ -1,0 +1,1 @@
+"""What the command-line scripts share beyond their flags: configuration files read into a parser."""
