@@ -341,3 +341,15 @@ def test_sweep_script_runs_then_prints_tables(tmp_path):
     failing = subprocess.run(command[:-3] + ["--name", "f", "--", "--output_path", str(tmp_path / "out"),
                                              "--fail_seed", "1"], capture_output=True, text=True, timeout=60)
     assert failing.returncode != 0 and "error: run f_seed1 exited with status 1" in failing.stderr
+
+
+def test_runs_of_one_configuration_group_together_whatever_their_precision_check_took(tmp_path):
+    # What train.py records besides the flags differs between seeds of one configuration: the
+    # precision check's timings and cache hits, the configuration file's path.
+    for seed, seconds in ((1, 0.62), (2, 0.09)):
+        check = {"bound": 0.05, "checked": 78, "from_cache": 0 if seed == 1 else 78, "seconds": seconds}
+        write_run(tmp_path, f"seed{seed}", [epoch_record(1, 1.0, evaluation=coco(0.3, 0.5))],
+                  config={"seed": seed, "precision": f"bfloat16 autocast; checked in {seconds} s",
+                          "precision_check": check, "config": f"copy{seed}.yaml", "print_config": False})
+    groups = summary.aggregate(summary.summary_rows(summary.find_runs([str(tmp_path)])))
+    assert [group["runs"] for group in groups] == [["seed1", "seed2"]]

@@ -1,6 +1,6 @@
 """The RetinaNet network: ResNet -> FPN (P3-P7) -> shared classification and regression heads.
 
-The network returns raw per-anchor outputs; the loss (``losses.py``) and the decoding into
+The network returns raw per-anchor outputs; the loss (``loss.py``) and the decoding into
 detections (``postprocess.py``) are separate, so training, evaluation and benchmarks share them.
 """
 from torch import nn

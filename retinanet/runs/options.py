@@ -14,14 +14,12 @@ from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.transforms import (DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, MAX_MAX_SIDE, MAX_MIN_SIDE,
                                        image_size_problem)
-from retinanet.detector import Detector
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
 from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
                                               iou_threshold_problem)
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
-from retinanet.runs.checkpoint import CheckpointError
 from retinanet.runs.start import PRETRAINED_KEYWORDS
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES, resolve_device
 from retinanet.util.io import output_location_problem
@@ -378,15 +376,6 @@ def resolve_set_or_error(parser, args):
         return resolve_set(args.coco_path, args.set_name, args.set_json, args.set_images)
     except SetNotFoundError as error:
         parser.error(f"--set_name {args.set_name}: {error}")
-
-
-def load_detector_or_exit(args, **overrides):
-    """``Detector.from_checkpoint`` with the device flags; a bad checkpoint ends with one line and status 2."""
-    try:
-        return Detector.from_checkpoint(args.checkpoint_path, args.device, amp=args.amp,
-                                        channels_last=args.channels_last, **overrides)
-    except (CheckpointError, ValueError) as error:
-        fail(error)
 
 
 # ----- train.py's parser, and the one place its derived defaults are resolved --------------------

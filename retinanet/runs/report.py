@@ -23,10 +23,11 @@ from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD, analyze_detec
 from retinanet.evaluation.analysis_plots import analysis_paths, write_analysis
 from retinanet.evaluation.coco_eval import COCO_STAT_NAMES, STAT_LABELS
 from retinanet.runs.report_grid import draw_predictions_grid, grid_path
+from retinanet.runs.run_dir import REPORT_FILE
 from retinanet.runs.tables import best_record, format_duration, load_run
 from retinanet.util.io import read_json_object, write_text
 
-REPORT_NAME = "report.html"
+
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -44,7 +45,7 @@ figure { margin: 0.8em 0; } figcaption { font-size: 0.85em; color: #555; }
 
 
 def report_path(run_path):
-    return os.path.join(run_path, REPORT_NAME)
+    return os.path.join(run_path, REPORT_FILE)
 
 
 def update_after_evaluation(run_path, dataset, results, epoch):

@@ -18,6 +18,14 @@ from retinanet.runs.checkpoint import atomic_torch_save
 from retinanet.util.io import WriteError, nearest_existing, probe_folder, write_json, write_text
 
 
+# The files of a run folder, by name; RunDir writes them and the tables and report read them.
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CURVES_FILE = "curves.png"
+REPORT_FILE = "report.html"
+
+
 def next_run_name(output_path, log_dir, depth, epochs, prefix="", create=False):
     """``{prefix}train_depth{D}_epochs{E}_no{N}`` with N one more than any run folder or log.
 
@@ -178,10 +186,10 @@ class RunDir:
         self.name = name
         self.path = os.path.join(output_path, name)
         self.log_path = os.path.join(log_dir, f"{name}.log")
-        self.config_path = self.file("config.json")
-        self.metrics_path = self.file("metrics.jsonl")
-        self.summary_path = self.file("summary.json")
-        self.curves_path = self.file("curves.png")
+        self.config_path = self.file(CONFIG_FILE)
+        self.metrics_path = self.file(METRICS_FILE)
+        self.summary_path = self.file(SUMMARY_FILE)
+        self.curves_path = self.file(CURVES_FILE)
         self.stale_temporaries = []  # [(name, bytes)] that claim() removed
 
     def file(self, name):

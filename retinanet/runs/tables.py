@@ -1,7 +1,7 @@
 """Tables of training runs, read from their run folders: one row per run, one row per configuration.
 
 A run folder ``{output_path}/{run}/`` holds ``config.json`` (the run's flags plus a few extras),
-``metrics.jsonl`` (one record per finished epoch, see ``retinanet/experiment.py``) and, once the
+``metrics.jsonl`` (one record per finished epoch, see ``runs/run_dir.py``) and, once the
 run has finished, ``summary.json``. A folder without ``summary.json`` is still running or crashed.
 
 Per-run rows give the best epoch's COCO numbers (best by AP, over the epochs that were
@@ -19,7 +19,7 @@ import sys
 from fnmatch import fnmatchcase
 
 from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
-from retinanet.runs.run_dir import read_metrics
+from retinanet.runs.run_dir import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE, read_metrics
 from retinanet.util.io import atomic_write, read_json_object
 
 FINISHED = "finished"
@@ -38,10 +38,13 @@ CONFIG_COLUMNS = {
     "epochs_planned": "epochs",
 }
 GROUP_COLUMNS = ("depth", "optimizer", "lr", "batch", "drop_last", "prior", "alpha", "gamma", "epochs_planned")
-# config.json keys that name, place or run a training without changing what it learns.
+# config.json keys that name, place or run a training without changing what it learns, or record
+# what happened (the precision check's timings differ from run to run of one configuration).
 NOT_CONFIGURATION_KEYS = frozenset({
     "run_name", "seed", "output_path", "log_dir", "resume", "device", "device_used", "workers",
     "eval_batch_size", "evaluator", "print_every", "save_every", "skip_dataset_check", "max_skipped_images",
+    "config", "print_config", "allow_changed_data", "precision", "precision_check", "precision_fallback",
+    "train_data_changes",
 })
 CSV_KEYS = ("run", "status", "depth", "optimizer", "lr", "batch", "drop_last", "prior", "alpha", "gamma", "seed",
             "epochs_done", "epochs_planned", "final_loss") + COCO_COLUMNS + ("best_epoch", "wall_seconds", "path")
@@ -54,7 +57,7 @@ DESCENDING = frozenset(COCO_COLUMNS)
 # ----- finding and reading run folders ---------------------------------------------------
 def is_run_dir(path):
     """A run folder holds both config.json and metrics.jsonl."""
-    return all(os.path.isfile(os.path.join(path, name)) for name in ("config.json", "metrics.jsonl"))
+    return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_FILE, METRICS_FILE))
 
 
 def find_runs(paths, note=None):
@@ -109,14 +112,14 @@ def load_run(run_dir):
 
     ``summary`` is None and ``status`` is ``"running or crashed"`` while summary.json is absent.
     """
-    config_path = os.path.join(run_dir, "config.json")
+    config_path = os.path.join(run_dir, CONFIG_FILE)
     config = read_json_object(config_path)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
     records = read_metrics(metrics_path)
     for index, record in enumerate(records, start=1):
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
             raise ValueError(f"{metrics_path}: record {index} is not an object with an integer 'epoch'")
-    summary_path = os.path.join(run_dir, "summary.json")
+    summary_path = os.path.join(run_dir, SUMMARY_FILE)
     summary = read_json_object(summary_path) if os.path.exists(summary_path) else None
     return {"name": run_name(run_dir), "path": run_dir, "config": config, "records": records,
             "summary": summary, "status": FINISHED if summary is not None else UNFINISHED}
@@ -150,7 +153,7 @@ def summary_rows(runs):
 def _summary_row(run):
     config, records, summary = run["config"], run["records"], run["summary"]
     row = {"run": run["name"], "path": run["path"], "status": run["status"], "config": config}
-    report = os.path.join(run["path"], "report.html")
+    report = os.path.join(run["path"], REPORT_FILE)
     row["report"] = report if os.path.isfile(report) else None
     for key, config_key in CONFIG_COLUMNS.items():
         row[key] = config.get(config_key)
