@@ -21,10 +21,9 @@ import argparse
 import os
 import sys
 
-
+from retinanet.cli.anchor_flags import add_anchor_arguments, add_assignment_arguments, add_low_quality_argument
 from retinanet.data.check import check_dataset
-from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
-                                              iou_threshold_problem)
+from retinanet.models.anchor_options import iou_threshold_problem
 from retinanet.util.script import run_script
 
 EXIT_UNUSABLE = 2

@@ -14,8 +14,8 @@ import argparse
 import sys
 
 
-from retinanet.data.convert import (
-    convert_csv, output_options_parser, run_conversion)
+from retinanet.cli.convert import output_options_parser, run_conversion
+from retinanet.data.convert import convert_csv
 
 
 def set_and_file(text):

@@ -16,8 +16,8 @@ import argparse
 import sys
 
 
-from retinanet.data.convert import (
-    DIFFICULT_MODES, convert_voc, output_options_parser, run_conversion)
+from retinanet.cli.convert import output_options_parser, run_conversion
+from retinanet.data.convert import DIFFICULT_MODES, convert_voc
 
 
 def build_parser():

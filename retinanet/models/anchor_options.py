@@ -1,6 +1,6 @@
-"""The anchor and assignment options: defaults, command-line flags and the checks shared by the
-parser, checkpoints and exported files. Kept free of torch, so that tools/check_dataset.py parses
-its flags without loading it.
+"""The anchor and assignment options: defaults and the checks shared by the command line
+(``cli/anchor_flags.py``), checkpoints and exported files. Kept free of torch, so that
+tools/check_dataset.py parses its flags without loading it.
 
 - ``--anchor_sizes``: the base size of the anchors on P3-P7, five numbers, or one number (the P3
   size, each level doubling it). Default 32 64 128 256 512 (4 x the stride).
@@ -13,7 +13,6 @@ its flags without loading it.
 
 A location gets len(ratios) * len(scales) anchors, the number of outputs per location of the heads.
 """
-import argparse
 import math
 
 NUM_LEVELS = 5  # P3-P7
@@ -78,7 +77,7 @@ def check_anchor_values(sizes, scales, ratios):
     problems = anchor_value_problems(sizes, scales, ratios)
     if problems:
         name, problem = problems[0]
-        raise ValueError(f"{name} {_format_value(given[name])}: {problem}")
+        raise ValueError(f"{name} {format_values(given[name])}: {problem}")
 
 
 def anchor_option_rules(options):
@@ -106,7 +105,7 @@ def format_number(value):
     return f"{value:.5g}"
 
 
-def _format_value(values):
+def format_values(values):
     """Numbers as a flag would take them; anything else (a damaged saved value) as Python writes it."""
     if isinstance(values, (list, tuple)) and all(isinstance(value, (int, float)) for value in values):
         return " ".join(format_number(value) for value in values)
@@ -117,115 +116,37 @@ def anchor_flags(sizes, scales, ratios):
     """The train.py flags that give these anchors, shortest form: a single P3 size when the sizes
     double, a count when the scales are 2^(k/N)."""
     doubling = all(math.isclose(size, sizes[0] * 2 ** level, rel_tol=1e-9) for level, size in enumerate(sizes))
-    size_text = format_number(sizes[0]) if doubling else _format_value(sizes)
+    size_text = format_number(sizes[0]) if doubling else format_values(sizes)
     powers = expand_scales([len(scales)])
     regular = all(math.isclose(scale, power, rel_tol=1e-9) for scale, power in zip(scales, powers))
-    scale_text = str(len(scales)) if regular else _format_value(scales)
-    return f"--anchor_sizes {size_text} --anchor_scales {scale_text} --anchor_ratios {_format_value(sorted(ratios))}"
-
-
-# ----- the flags ---------------------------------------------------------------------------------
-def _positive_number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
-    return value
-
-
-def iou_threshold(text):
-    """argparse type: an IoU threshold, above 0 and at most 1."""
-    value = _positive_number(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be an IoU above 0 and at most 1, got {text}")
-    return value
-
-
-class _AnchorValues(argparse.Action):
-    """Stores the flag's numbers through ``expand`` and refuses what ``anchor_value_problems`` refuses."""
-
-    expand = staticmethod(list)
-    option = None  # the keyword of anchor_value_problems this flag fills
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        try:
-            expanded = self.expand(values)
-        except ValueError as error:
-            raise argparse.ArgumentError(self, str(error)) from None
-        given = {"sizes": DEFAULT_SIZES, "scales": DEFAULT_SCALES, "ratios": DEFAULT_RATIOS, self.option: expanded}
-        for name, problem in anchor_value_problems(**given):
-            if name == self.dest:
-                raise argparse.ArgumentError(self, f"{problem}, got {_format_value(list(values))}")
-        setattr(namespace, self.dest, expanded)
-
-
-class _SizesAction(_AnchorValues):
-    expand, option = staticmethod(expand_sizes), "sizes"
-
-
-class _ScalesAction(_AnchorValues):
-    expand, option = staticmethod(expand_scales), "scales"
-
-
-class _RatiosAction(_AnchorValues):
-    option = "ratios"
-
-
-def add_anchor_arguments(group):
-    """--anchor_sizes, --anchor_scales, --anchor_ratios on an argparse group (train.py's model options)."""
-    group.add_argument("--anchor_sizes", type=_positive_number, nargs="+", action=_SizesAction,
-                       default=list(DEFAULT_SIZES), metavar="SIZE",
-                       help="anchor base size in pixels on P3-P7: 5 numbers, or 1 (P3's, each level doubling it); "
-                            "saved with the model (default: 32 64 128 256 512)")
-    group.add_argument("--anchor_scales", type=_positive_number, nargs="+", action=_ScalesAction,
-                       default=list(DEFAULT_SCALES), metavar="SCALE",
-                       help="anchor sizes per octave, as factors of the base size; one whole number N means the "
-                            f"N scales 2^(k/N), at most {MAX_SCALES}; saved with the model (default: 3, i.e. 1 "
-                            "2^(1/3) 2^(2/3))")
-    group.add_argument("--anchor_ratios", type=_positive_number, nargs="+", action=_RatiosAction,
-                       default=list(DEFAULT_RATIOS), metavar="RATIO",
-                       help=f"anchor shapes as height/width, at most {MAX_RATIOS}; the heads predict "
-                            "len(ratios) x len(scales) anchors per location; saved with the model (default: 0.5 1 2)")
+    scale_text = str(len(scales)) if regular else format_values(scales)
+    return f"--anchor_sizes {size_text} --anchor_scales {scale_text} --anchor_ratios {format_values(sorted(ratios))}"
 
 
 def parse_anchor_flags(text):
-    """(sizes, scales, ratios) that train.py takes from the anchor flags in ``text``, e.g. what
-    ``anchor_flags`` writes; the others at their defaults. Raises ValueError for flags it refuses."""
-    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    add_anchor_arguments(parser)
+    """(sizes, scales, ratios) that train.py builds from the anchor flags in ``text`` (the form
+    ``anchor_flags`` writes), the others at their defaults; ValueError naming ``text`` for flags it
+    would refuse."""
+    expanders = {"anchor_sizes": expand_sizes, "anchor_scales": expand_scales, "anchor_ratios": list}
+    given, name = {}, None
+    for token in text.split():
+        if token.startswith("--"):
+            name = token[2:]
+            if name not in expanders:
+                raise ValueError(f"{text}: {token} is not an anchor flag")
+            given[name] = []
+        elif name is None:
+            raise ValueError(f"{text}: {token!r} comes before any flag")
+        else:
+            try:
+                given[name].append(float(token))
+            except ValueError:
+                raise ValueError(f"{text}: --{name} expects numbers, got {token!r}") from None
+    values = {"anchor_sizes": list(DEFAULT_SIZES), "anchor_scales": list(DEFAULT_SCALES),
+              "anchor_ratios": list(DEFAULT_RATIOS)}
     try:
-        args = parser.parse_args(text.split())
-    except argparse.ArgumentError as error:
+        values.update({name: expanders[name](numbers) for name, numbers in given.items()})
+        check_anchor_values(values["anchor_sizes"], values["anchor_scales"], values["anchor_ratios"])
+    except ValueError as error:
         raise ValueError(f"{text}: {error}") from None
-    return args.anchor_sizes, args.anchor_scales, args.anchor_ratios
-
-
-def on_off(text):
-    """``on`` / ``off`` (also true/false, yes/no, 1/0) -> bool."""
-    value = str(text).strip().lower()
-    if value in ("on", "true", "yes", "1"):
-        return True
-    if value in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-
-
-def add_low_quality_argument(group, effect=""):
-    """--low_quality_matches [on|off] on an argparse group (a bare flag means on); ``effect`` ends its help."""
-    group.add_argument("--low_quality_matches", nargs="?", const=True, default=True, type=on_off, metavar="on|off",
-                       help="on: also train each box's best-overlapping anchor when its IoU is under "
-                            "--positive_iou, so that boxes smaller or thinner than every anchor are learnt too (as "
-                            "torchvision and detectron2); off: the paper's rule (default: on; a bare flag means on)"
-                            + effect)
-
-
-def add_assignment_arguments(group):
-    """--positive_iou and --negative_iou on an argparse group (train.py's loss options)."""
-    group.add_argument("--positive_iou", type=iou_threshold, default=DEFAULT_POSITIVE_IOU,
-                       help="an anchor whose best IoU with a box reaches this is trained on that box "
-                            f"(default: {DEFAULT_POSITIVE_IOU})")
-    group.add_argument("--negative_iou", type=iou_threshold, default=DEFAULT_NEGATIVE_IOU,
-                       help="an anchor whose best IoU stays under this is background; in between, ignored; at most "
-                            f"--positive_iou (default: {DEFAULT_NEGATIVE_IOU})")
+    return values["anchor_sizes"], values["anchor_scales"], values["anchor_ratios"]

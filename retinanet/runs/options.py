@@ -8,6 +8,7 @@ import copy
 import os
 import sys
 
+from retinanet.cli.anchor_flags import add_anchor_arguments, add_assignment_arguments, add_low_quality_argument
 from retinanet.cli.config_file import ConfigFileError, add_config_arguments, checked_values, config_defaults
 from retinanet.data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT, augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
@@ -15,8 +16,7 @@ from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.transforms import (DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, MAX_MAX_SIDE, MAX_MIN_SIDE,
                                        image_size_problem)
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, PretrainedWeightsError, check_pretrained_file
-from retinanet.models.anchor_options import (add_anchor_arguments, add_assignment_arguments, add_low_quality_argument,
-                                              iou_threshold_problem)
+from retinanet.models.anchor_options import iou_threshold_problem
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES

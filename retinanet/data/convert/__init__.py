@@ -19,9 +19,8 @@ before anything is written.
 
 Modules: ``voc`` and ``csv_format`` read the two input formats, ``common`` holds what they
 share (errors, problem log, image records, box rules), ``writer`` writes the images and JSON,
-``cli`` holds the summary printing and options the converter scripts share.
+``retinanet/cli/convert.py`` holds the summary printing and options the converter scripts share.
 """
-from retinanet.data.convert.cli import format_summary, output_options_parser, print_report, run_conversion
 from retinanet.data.convert.common import PROBLEM_KINDS, ConversionError, ImageRecord, ProblemLog
 from retinanet.data.convert.csv_format import convert_csv, read_csv_classes
 from retinanet.data.convert.voc import (DEFAULT_VOC_SETS, DIFFICULT_MODES, VOC_CORNER_TAGS, VocAnnotation, VocObject,
@@ -32,6 +31,5 @@ from retinanet.data.image_io import IMAGE_EXTENSIONS, read_image_size
 __all__ = [
     'DEFAULT_VOC_SETS', 'DIFFICULT_MODES', 'IMAGE_EXTENSIONS', 'PROBLEM_KINDS',
     'VOC_CORNER_TAGS', 'ConversionError', 'ImageRecord', 'ProblemLog', 'VocAnnotation', 'VocObject',
-    'build_coco_dataset', 'convert_csv', 'convert_voc', 'format_summary', 'output_options_parser',
-    'print_report', 'read_csv_classes', 'read_image_size', 'run_conversion', 'split_by_ratio',
+    'build_coco_dataset', 'convert_csv', 'convert_voc', 'read_csv_classes', 'read_image_size', 'split_by_ratio',
 ]

@@ -1,4 +1,5 @@
-"""What the converter scripts share: the printed summary and the output options."""
+"""What the converter scripts (tools/voc_to_coco.py, tools/csv_to_coco.py) share: the printed
+summary and the output options of ``retinanet.data.convert``'s converters."""
 import argparse
 import sys
 
