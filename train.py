@@ -16,7 +16,7 @@ from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.runs import options
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
-from retinanet.runs.trainer import Trainer
+from retinanet.training.trainer import Trainer
 from retinanet.util.script import run_script
 
 

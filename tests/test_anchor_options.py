@@ -21,7 +21,7 @@ from retinanet.models.retinanet import build_model, model_options
 from retinanet.models.transfer import TORCHVISION_VARIANTS
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.runs.options import build_train_parser
-from retinanet.runs.trainer import Trainer
+from retinanet.training.trainer import Trainer
 from scripts import TINY_TRAIN_FLAGS, load_script, single_thread
 
 train_script = load_script("train")

@@ -19,7 +19,7 @@ WORKER = textwrap.dedent("""
     import importlib.util
     spec = importlib.util.spec_from_file_location("train_script", os.path.join({root!r}, "train.py"))
     train_script = importlib.util.module_from_spec(spec); spec.loader.exec_module(train_script)
-    from retinanet.runs.trainer import Trainer
+    from retinanet.training.trainer import Trainer
 
     args = train_script.parse_args(sys.argv[1:])
     trainer = Trainer(args)

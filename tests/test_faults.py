@@ -11,7 +11,8 @@ import uuid
 import pytest
 import torch
 
-from retinanet.runs import trainer as trainer_module
+from retinanet.training import setup as training_setup
+from retinanet.training import trainer as trainer_module
 from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.retinanet import build_model
@@ -56,7 +57,7 @@ def fail_loss_at_step(monkeypatch, step, fault):
             calls["count"] += 1
             return fault(losses) if calls["count"] == step else losses
 
-    monkeypatch.setattr(trainer_module, "RetinaNetLoss", FaultyLoss)
+    monkeypatch.setattr(training_setup, "RetinaNetLoss", FaultyLoss)
 
 
 def save_tiny_checkpoint(path):
@@ -280,7 +281,7 @@ import os, signal, sys
 sys.path.insert(0, "tests")
 from scripts import load_script
 from retinanet.models.loss import RetinaNetLoss
-from retinanet.runs import trainer
+from retinanet.training import setup as training_setup
 
 class LossThatSendsSigterm(RetinaNetLoss):
     calls = 0
@@ -291,7 +292,7 @@ class LossThatSendsSigterm(RetinaNetLoss):
             os.kill(os.getpid(), signal.SIGTERM)
         return super().forward(outputs, targets)
 
-trainer.RetinaNetLoss = LossThatSendsSigterm
+training_setup.RetinaNetLoss = LossThatSendsSigterm
 load_script("train").main(sys.argv[1:])
 """
 

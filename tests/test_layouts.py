@@ -16,7 +16,7 @@ from retinanet.data.coco import DatasetLoadError
 from retinanet.data.layout import SetFiles, SetNotFoundError, find_sets, resolve_set
 from retinanet.data.synthetic import generate_dataset
 from retinanet.runs.options import resolve_training_args
-from retinanet.runs.trainer import build_data
+from retinanet.training.setup import build_data
 from scripts import load_script
 
 train_script = load_script("train")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from retinanet.data.synthetic import generate_dataset
-from retinanet.runs.lr_find import (DIVERGENCE_FACTOR, exponential_rates, lowest_index, settled_index, smooth,
+from retinanet.training.lr_find import (DIVERGENCE_FACTOR, exponential_rates, lowest_index, settled_index, smooth,
                                     suggest_index)
 from scripts import ROOT, TINY_TRAIN_FLAGS
 

@@ -7,7 +7,7 @@ Takes train.py's whole command line (the run, schedule and evaluation flags have
 training command can be tested as it is. A fresh model is trained for up to --num_steps steps at a
 rate growing exponentially from --start_lr to --end_lr; the test stops early when the loss
 diverges. Writes the loss-against-rate plot (--output) and the curve as JSON beside it, prints the
-suggested --learning_rate and the rule behind it (retinanet/runs/lr_find.py). No run folder,
+suggested --learning_rate and the rule behind it (retinanet/training/lr_find.py). No run folder,
 checkpoint or log is written. Exit status 1 when there is no suggestion.
 """
 import os
@@ -18,7 +18,7 @@ from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.engine import TooManySkippedImagesError
 from retinanet.runs import options
-from retinanet.runs.lr_find import describe, run_range_test, write_range_test
+from retinanet.training.lr_find import describe, run_range_test, write_range_test
 from retinanet.util.io import ensure_writable_folder
 from retinanet.util.script import run_script
 

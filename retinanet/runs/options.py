@@ -20,7 +20,7 @@ from retinanet.models.anchor_options import iou_threshold_problem
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
-from retinanet.runs.start import PRETRAINED_KEYWORDS
+from retinanet.training.start import PRETRAINED_KEYWORDS
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES, resolve_device
 from retinanet.util.io import output_location_problem
 
@@ -543,7 +543,7 @@ def resolve_training_args(args=None, **overrides):
     for name, default in MODEL_OPTION_DEFAULTS.items():
         values.setdefault(name, default)
     if values["norm"] == "auto" and not values["init_from"]:
-        # ``auto`` waits for the start (runs.start.apply_start) when ImageNet weights may be found.
+        # ``auto`` waits for the start (training.start.apply_start) when ImageNet weights may be found.
         if values["pretrained"] in (None, "none"):
             values["norm"] = "gn"
         elif values["pretrained"] != "auto":

@@ -1,6 +1,6 @@
 """Training curves as small PNG files, drawn from the records of a run's ``metrics.jsonl``.
 
-A record is one finished epoch (written by ``runs.trainer.Trainer``, kept by ``runs.run_dir.RunDir``): ``epoch`` (1-based), ``loss``,
+A record is one finished epoch (written by ``training.trainer.Trainer``, kept by ``runs.run_dir.RunDir``): ``epoch`` (1-based), ``loss``,
 ``cls_loss``, ``box_loss`` and, on epochs where validation ran, ``coco`` with the 12 COCO numbers
 (``AP``, ``AP50``, ...; -1 where COCOeval had no ground truth to score).
 

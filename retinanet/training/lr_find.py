@@ -2,7 +2,7 @@
 exponentially, and read a good rate off the loss curve (Smith, "Cyclical Learning Rates", 2017).
 
 The model, data, loss and optimizer are train.py's, built by the same functions from the same
-flags (``runs.trainer``), and each step is the training step itself (``engine.training_step``:
+flags (``training.trainer``), and each step is the training step itself (``engine.training_step``:
 autocast, gradient clipping, the non-finite check), so the curve measures what training would
 do. Nothing of the model is kept and no run folder is written.
 
@@ -22,15 +22,10 @@ import dataclasses
 import itertools
 
 import numpy as np
-import torch
 
 from retinanet.engine import NonFiniteLossError, TooManySkippedImagesError, training_step
-from retinanet.models.loss import RetinaNetLoss
-from retinanet.optim import build_optimizer
 from retinanet.runs.options import resolve_training_args
-from retinanet.runs.trainer import (build_data, build_start_model, check_datasets, place_model, resolve_start_or_exit,
-                                     settle_training_precision)
-from retinanet.util.device import resolve_device
+from retinanet.training.setup import resolve_device_or_exit, set_up_training
 from retinanet.util.io import write_figure_png, write_json
 
 SMOOTHING = 0.95
@@ -142,25 +137,12 @@ def run_range_test(args, start_lr, end_lr, num_steps, log=print, typed_flags=Non
 
 def _set_up(args, start_lr, log, typed_flags=None):
     """train.py's model (with its start), loader, loss, optimizer (at ``start_lr``), scaler and DeviceConfig."""
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        raise SystemExit(f"error: --device: {error}") from None
-    torch.manual_seed(args.seed)
-    if not args.skip_dataset_check:
-        check_datasets(args)
-    train_set, loader, _ = build_data(args, device, rank=0, world_size=1)
-    start, start_lines = resolve_start_or_exit(args, typed_flags)
-    model, weight_lines = build_start_model(train_set.class_names, args, start)
-    model, _ = place_model(model, args, device, world_size=1)
-    device_config, precision, _ = settle_training_precision(model, args, device, [train_set])
-    for line in [f"start: {start.description}"] + start_lines + weight_lines + [f"device {device}, {precision}"]:
+    device = resolve_device_or_exit(args.device)
+    parts = set_up_training(args, device, typed_flags=typed_flags, learning_rate=start_lr)
+    for line in ([f"start: {parts.start.description}"] + parts.start_lines + parts.weight_lines
+                 + [f"device {device}, {parts.precision}"]):
         log(line)
-    criterion = RetinaNetLoss(args.alpha, args.gamma, args.positive_iou, args.negative_iou,
-                              low_quality_matches=args.low_quality_matches)
-    optimizer = build_optimizer(model.parameters(), args.optimizer, start_lr, args.weight_decay, args.momentum)
-    scaler = torch.amp.GradScaler(device.type) if device_config.amp_dtype == torch.float16 else None
-    return model, loader, criterion, optimizer, scaler, device_config
+    return parts.model, parts.train_loader, parts.criterion, parts.optimizer, parts.scaler, parts.device_config
 
 
 def _batches(loader, max_skipped_images):

@@ -24,7 +24,7 @@ def train(config=None, **flags):
     """
     from retinanet.cli.config_file import ConfigFileError, checked_values
     from retinanet.runs import options
-    from retinanet.runs.trainer import Trainer
+    from retinanet.training.trainer import Trainer
 
     parser = options.build_train_parser()
 
