@@ -23,6 +23,8 @@ import argparse
 import os
 import time
 
+from retinanet.cli import flags
+from retinanet.data.transforms import MAX_MAX_SIDE, MAX_MIN_SIDE
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
 from retinanet.deploy import cli as deploy_cli
@@ -48,12 +50,12 @@ def parse_args(argv=None):
                         help="set to run on: val, test or any set under --coco_path; with --set_json, the name its "
                              "output files take (default: val)")
     parser.add_argument("--output_dir", default=".", help="where the results and metrics files go (default: .)")
-    parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
+    parser.add_argument("--batch_size", type=flags.positive_int, default=4, help="images per batch (default: 4)")
     parser.add_argument("--depth", type=int, default=None,
                         help="optional check: fail unless the checkpoint holds a model of this depth")
-    parser.add_argument("--min_side", type=options.side_length(options.MAX_MIN_SIDE), default=None,
+    parser.add_argument("--min_side", type=flags.side_length(MAX_MIN_SIDE), default=None,
                         help="default: the training value")
-    parser.add_argument("--max_side", type=options.side_length(options.MAX_MAX_SIDE), default=None,
+    parser.add_argument("--max_side", type=flags.side_length(MAX_MAX_SIDE), default=None,
                         help="default: the training value")
     parser.add_argument("--evaluator", default="faster", choices=("faster", "pycocotools"),
                         help="COCO evaluator; both give the same numbers (default: faster)")

@@ -28,6 +28,7 @@ import argparse
 import os
 import random
 
+from retinanet.cli import flags
 from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
@@ -64,10 +65,10 @@ def parse_args(argv=None):
                         help="predict with this checkpoint (or a .onnx file written by tools/export.py) instead of "
                              "--results")
     source.add_argument("--image_ids", type=int, nargs="+", default=None, help="COCO image ids to draw")
-    source.add_argument("--num_images", type=options.positive_int, default=8,
+    source.add_argument("--num_images", type=flags.positive_int, default=8,
                         help="otherwise draw this many random images (default: 8)")
     source.add_argument("--seed", type=int, default=3407, help="seed for choosing random images (default: 3407)")
-    source.add_argument("--batch_size", type=options.positive_int, default=4,
+    source.add_argument("--batch_size", type=flags.positive_int, default=4,
                         help="images per batch when predicting (default: 4)")
     drawing = parser.add_argument_group("drawing (--score_threshold: draw predictions scoring at least this; "
                                         "default: the best-F1 threshold of {set}_analysis.json beside --results "

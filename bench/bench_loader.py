@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from retinanet.cli import flags
 from retinanet.data.augment import AUGMENT_CHOICES, TrainAugmentation
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
@@ -43,20 +44,20 @@ def parse_args(argv=None):
     parser.add_argument("--set_name", default="train", help="set to load (default: train)")
     parser.add_argument("--presets", nargs="+", default=list(AUGMENT_CHOICES), choices=AUGMENT_CHOICES,
                         help="--augment presets to measure (default: all)")
-    parser.add_argument("--repeats", type=options.positive_int, default=3,
+    parser.add_argument("--repeats", type=flags.positive_int, default=3,
                         help="measurements per figure; the median is shown (default: 3)")
-    parser.add_argument("--batches", type=options.positive_int, default=30,
+    parser.add_argument("--batches", type=flags.positive_int, default=30,
                         help="loader batches timed per measurement, after a first untimed one (default: 30)")
-    parser.add_argument("--steps", type=options.positive_int, default=10,
+    parser.add_argument("--steps", type=flags.positive_int, default=10,
                         help="training steps timed per measurement, after 2 untimed ones (default: 10)")
-    parser.add_argument("--batch_size", type=options.positive_int, default=4, help="images per batch (default: 4)")
+    parser.add_argument("--batch_size", type=flags.positive_int, default=4, help="images per batch (default: 4)")
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth of the step (default: 18)")
-    parser.add_argument("--workers", type=options.non_negative_int, default=train_defaults.get_default("workers"),
+    parser.add_argument("--workers", type=flags.non_negative_int, default=train_defaults.get_default("workers"),
                         help="loader worker processes besides 0 (default: train.py's, "
                              f"{train_defaults.get_default('workers')} here)")
-    parser.add_argument("--min_side", type=options.positive_int, default=train_defaults.get_default("min_side"),
+    parser.add_argument("--min_side", type=flags.positive_int, default=train_defaults.get_default("min_side"),
                         help="as train.py's --min_side (default: %(default)s)")
-    parser.add_argument("--max_side", type=options.positive_int, default=train_defaults.get_default("max_side"),
+    parser.add_argument("--max_side", type=flags.positive_int, default=train_defaults.get_default("max_side"),
                         help="as train.py's --max_side (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="where the step runs, as train.py's --device (default: auto)")
     parser.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="as train.py's --amp (default: auto)")

@@ -30,7 +30,7 @@ EXIT_UNUSABLE = 2
 
 
 def positive_int(text):
-    """argparse type; the same rule as ``retinanet.runs.options.positive_int``, kept here so the
+    """argparse type; the same rule as ``retinanet.cli.flags.positive_int``, kept here so the
     checker starts without importing torch (which that module needs for the model options)."""
     try:
         value = int(text)

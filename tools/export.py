@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from retinanet.cli import flags
 from retinanet.data.image_io import ImageReadError
 from retinanet.deploy.export import ExportCheckError, export_checkpoint, generated_images, read_images_for_check
 from retinanet.deploy.extras import MissingExtraError
@@ -30,7 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     parser.add_argument("--check_images", nargs="+", default=None, metavar="PATH",
                         help="image files or folders to check the export on (default: generated images)")
-    parser.add_argument("--num_check_images", type=options.positive_int, default=4,
+    parser.add_argument("--num_check_images", type=flags.positive_int, default=4,
                         help="images to check on (default: 4)")
     args = parser.parse_args(argv)
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")

@@ -13,6 +13,7 @@ checkpoint or log is written. Exit status 1 when there is no suggestion.
 import os
 import sys
 
+from retinanet.cli import flags
 from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
@@ -33,10 +34,10 @@ def _parse(argv):
     """(the flags, the names of those given on the command line)."""
     parser = options.build_train_parser(__doc__)
     test = parser.add_argument_group("learning-rate range test")
-    test.add_argument("--start_lr", type=options.positive_float, default=1e-7, help="first rate (default: 1e-7)")
-    test.add_argument("--end_lr", type=options.positive_float, default=1.0,
+    test.add_argument("--start_lr", type=flags.positive_float, default=1e-7, help="first rate (default: 1e-7)")
+    test.add_argument("--end_lr", type=flags.positive_float, default=1.0,
                       help="last rate, if the loss has not diverged before (default: 1)")
-    test.add_argument("--num_steps", type=options.int_in_range(10, 100000), default=200,
+    test.add_argument("--num_steps", type=flags.int_in_range(10, 100000), default=200,
                       help="training steps from --start_lr to --end_lr (default: 200)")
     test.add_argument("--output", default=DEFAULT_OUTPUT, metavar="PNG",
                       help=f"the plot; the curve goes beside it as .json (default: {DEFAULT_OUTPUT})")

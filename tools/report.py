@@ -23,7 +23,7 @@ from retinanet.runs.checkpoint import CheckpointError
 from retinanet.runs.report import write_report
 from retinanet.runs.report_grid import (NUM_IMAGES, draw_predictions_grid, find_checkpoint, grid_path,
                                         predictions_from_checkpoint)
-from retinanet.runs.options import positive_int
+from retinanet.cli.flags import positive_int
 from retinanet.util.device import DEVICE_CHOICES
 from retinanet.util.script import run_script
 

@@ -9,7 +9,8 @@ from retinanet.models.anchor_options import (DEFAULT_NEGATIVE_IOU, DEFAULT_POSIT
                                               anchor_value_problems, expand_scales, expand_sizes, format_values)
 
 
-def _positive_number(text):
+def anchor_number(text):
+    """argparse type: a finite number above 0 (an anchor size, scale or ratio)."""
     try:
         value = float(text)
     except ValueError:
@@ -21,7 +22,7 @@ def _positive_number(text):
 
 def iou_threshold(text):
     """argparse type: an IoU threshold, above 0 and at most 1."""
-    value = _positive_number(text)
+    value = anchor_number(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be an IoU above 0 and at most 1, got {text}")
     return value
@@ -59,16 +60,16 @@ class _RatiosAction(_AnchorValues):
 
 def add_anchor_arguments(group):
     """--anchor_sizes, --anchor_scales, --anchor_ratios on an argparse group (train.py's model options)."""
-    group.add_argument("--anchor_sizes", type=_positive_number, nargs="+", action=_SizesAction,
+    group.add_argument("--anchor_sizes", type=anchor_number, nargs="+", action=_SizesAction,
                        default=list(DEFAULT_SIZES), metavar="SIZE",
                        help="anchor base size in pixels on P3-P7: 5 numbers, or 1 (P3's, each level doubling it); "
                             "saved with the model (default: 32 64 128 256 512)")
-    group.add_argument("--anchor_scales", type=_positive_number, nargs="+", action=_ScalesAction,
+    group.add_argument("--anchor_scales", type=anchor_number, nargs="+", action=_ScalesAction,
                        default=list(DEFAULT_SCALES), metavar="SCALE",
                        help="anchor sizes per octave, as factors of the base size; one whole number N means the "
                             f"N scales 2^(k/N), at most {MAX_SCALES}; saved with the model (default: 3, i.e. 1 "
                             "2^(1/3) 2^(2/3))")
-    group.add_argument("--anchor_ratios", type=_positive_number, nargs="+", action=_RatiosAction,
+    group.add_argument("--anchor_ratios", type=anchor_number, nargs="+", action=_RatiosAction,
                        default=list(DEFAULT_RATIOS), metavar="RATIO",
                        help=f"anchor shapes as height/width, at most {MAX_RATIOS}; the heads predict "
                             "len(ratios) x len(scales) anchors per location; saved with the model (default: 0.5 1 2)")
@@ -101,3 +102,7 @@ def add_assignment_arguments(group):
     group.add_argument("--negative_iou", type=iou_threshold, default=DEFAULT_NEGATIVE_IOU,
                        help="an anchor whose best IoU stays under this is background; in between, ignored; at most "
                             f"--positive_iou (default: {DEFAULT_NEGATIVE_IOU})")
+
+
+# The actions of the anchor options, by configuration name (``cli.flags``).
+ANCHOR_ACTIONS = {"anchor_sizes": _SizesAction, "anchor_scales": _ScalesAction, "anchor_ratios": _RatiosAction}

@@ -37,15 +37,6 @@ class ConfigFileError(ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 
-def add_config_arguments(parser):
-    group = parser.add_argument_group("configuration file")
-    group.add_argument("--config", default=None, metavar="FILE",
-                       help="read flags from a YAML or JSON file of {flag: value} (a run's config.json too); "
-                            "flags on the command line override it")
-    group.add_argument("--print_config", action="store_true",
-                       help="print the resolved flags as YAML (a valid --config file) and exit without training")
-
-
 def read_config_file(path):
     """The mapping in ``path``; ConfigFileError naming the file when it is not a YAML/JSON mapping."""
     import yaml

@@ -2,6 +2,7 @@
 the detector they load; test.py and vis.py share them."""
 import argparse
 
+from retinanet.cli import flags
 from retinanet.deploy.backends import BACKEND_CHOICES
 from retinanet.deploy.export import ExportCheckError
 from retinanet.deploy.extras import MissingExtraError
@@ -25,7 +26,7 @@ def backend_parent():
     group.add_argument("--int8", action="store_true",
                        help="run a static int8 quantisation of the exported network (made on first use, beside it), "
                             "calibrated on training images; test.py also prints its AP cost against float32")
-    group.add_argument("--calibration_images", type=options.positive_int, default=DEFAULT_CALIBRATION_IMAGES,
+    group.add_argument("--calibration_images", type=flags.positive_int, default=DEFAULT_CALIBRATION_IMAGES,
                        help=f"images calibrating --int8 (default: {DEFAULT_CALIBRATION_IMAGES})")
     group.add_argument("--calibration_set", default="train",
                        help="set of --coco_path, in any layout, whose images calibrate --int8 (default: train)")
