@@ -23,17 +23,16 @@ import argparse
 import os
 import time
 
-from retinanet.cli import flags
-from retinanet.data.transforms import MAX_MAX_SIDE, MAX_MIN_SIDE
+from retinanet.cli import deploy as deploy_cli
+from retinanet.cli import flags, options
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
-from retinanet.deploy import cli as deploy_cli
+from retinanet.data.transforms import MAX_MAX_SIDE, MAX_MIN_SIDE
 from retinanet.deploy.metadata import ExportedModelError
 from retinanet.evaluation.analysis import analyze_detections, summary_line
 from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import format_per_class_table, format_stats
 from retinanet.models.postprocess import PostProcessor
-from retinanet.runs import options
 from retinanet.util.io import ensure_writable_folder, write_json
 from retinanet.util.script import run_script
 

@@ -11,10 +11,11 @@ Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run nam
 console output to log/<run name>.log. See README.md for every flag.
 """
 
+from retinanet import config
+from retinanet.cli import options
 from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
-from retinanet.runs import options
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.training.trainer import Trainer
 from retinanet.util.script import run_script
@@ -43,7 +44,7 @@ def _parse(argv):
         for line in overrides:
             print(line)
     options.check_train_args(parser, args)
-    args = options.resolve_training_args(args)
+    args = config.resolve_training_args(args)
     if args.print_config:
         print(config_text(parser, args, typed, options.DERIVED_FLAGS), end="")
         raise SystemExit(0)

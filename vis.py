@@ -28,19 +28,18 @@ import argparse
 import os
 import random
 
-from retinanet.cli import flags
+from retinanet.cli import deploy as deploy_cli
+from retinanet.cli import flags, options
 from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import ImageReadError, load_image_rgb, verify_image_file
 from retinanet.data.loader import ImageFiles, build_loader, list_images
-from retinanet.deploy import cli as deploy_cli
-from retinanet.deploy.metadata import ExportedModelError
 from retinanet.data.transforms import EvalTransform
+from retinanet.deploy.metadata import ExportedModelError
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
 from retinanet.evaluation.analysis_plots import find_best_threshold
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor
-from retinanet.runs import options
 from retinanet.util.io import ensure_writable_folder, write_json
 from retinanet.util.script import run_script
 from retinanet.visualize import draw_detections, grid, save_png

@@ -23,7 +23,9 @@ import time
 
 import torch
 
+from retinanet import config
 from retinanet.cli import flags
+from retinanet.cli import options
 from retinanet.data.augment import AUGMENT_CHOICES, TrainAugmentation
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
@@ -31,7 +33,6 @@ from retinanet.engine import DeviceConfig, training_step
 from retinanet.models.backbone import freeze_stages
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.retinanet import build_model
-from retinanet.runs import options
 from retinanet.util.device import AMP_CHOICES, choose_precision, resolve_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +68,7 @@ def parse_args(argv=None):
 
 def build_dataset(args, preset):
     """The training set with the preset's augmentation, as train.py would build it."""
-    settings = vars(options.resolve_training_args(augment=preset, min_side=args.min_side, max_side=args.max_side))
+    settings = vars(config.resolve_training_args(augment=preset, min_side=args.min_side, max_side=args.max_side))
     return CocoDetection(args.coco_path, args.set_name, TrainAugmentation.from_args(settings))
 
 
@@ -97,7 +98,7 @@ def build_step(num_classes, args):
     """(model, criterion, optimizer, DeviceConfig) of train.py's default fine-tuning set-up."""
     device = resolve_device(args.device)
     amp_dtype, _ = choose_precision(device, args.amp)
-    values = options.resolve_training_args(depth=args.depth, pretrained="imagenet", min_side=args.min_side,
+    values = config.resolve_training_args(depth=args.depth, pretrained="imagenet", min_side=args.min_side,
                                            max_side=args.max_side)
     model = build_model(num_classes, values)
     freeze_stages(model.backbone, 3)

@@ -26,7 +26,7 @@ from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.deploy.cache import load_exported
 from retinanet.deploy.quantize import Calibration
 from retinanet.detector import Detector
-from retinanet.runs import options
+from retinanet.cli import options
 
 PATHS = ("torch_float32", "torch_bfloat16", "onnxruntime_float32", "openvino_float32", "onnxruntime_int8",
          "openvino_int8", "baseline")

@@ -16,7 +16,7 @@ from retinanet.models import box_coding
 from retinanet.models.anchor_coverage import (AnchorSetting, Coverage, Reach, best_anchor_iou, coverage_lines, percent,
                                               propose, proposal_lines)
 from retinanet.models.anchors import AnchorGenerator, feature_sizes_for_image
-from retinanet.runs.options import build_train_parser
+from retinanet.cli.options import build_train_parser
 from scripts import ROOT
 
 spec = importlib.util.spec_from_file_location("tools_check_dataset", os.path.join(ROOT, "tools", "check_dataset.py"))

@@ -9,13 +9,14 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from retinanet import config
+from retinanet.cli import options
 from retinanet.data.augment import (Draw, TrainAugmentation, augment_settings, crop_or_pad, drop_small_boxes,
                                     flip_and_rotate)
 from retinanet.data.coco import CocoDetection
 from retinanet.data.loader import build_loader
 from retinanet.data.synthetic import generate_dataset
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalise
-from retinanet.runs import options
 from scripts import TINY_TRAIN_FLAGS, load_script
 
 
@@ -190,7 +191,7 @@ def test_bad_augmentation_flags_stop_with_one_line(tmp_path, capsys, flags, mess
 
 def test_resume_keeps_the_augmentation_and_refuses_a_change(tmp_path):
     parser = options.build_train_parser()
-    saved = vars(options.resolve_training_args(parser.parse_args(["--augment", "strong", "--rot90"])))
+    saved = vars(config.resolve_training_args(parser.parse_args(["--augment", "strong", "--rot90"])))
     checkpoint = {"args": saved, "epoch": 1}
     args = parser.parse_args(["--resume", "x.pt"])
     restored, overrides = options.restore_resumed_args(args, {"resume"}, checkpoint, "x.pt")

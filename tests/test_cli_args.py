@@ -74,7 +74,7 @@ def test_test_script_refuses_an_unknown_set_and_lists_the_sets_found(tmp_path, c
 def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_share(tmp_path):
     from argparse import Namespace
 
-    from retinanet.runs.options import resolve_training_args
+    from retinanet.config import resolve_training_args
     from_code = resolve_training_args(Namespace(epochs=9, coco_path=str(tmp_path)))
     from_flags = train_script.parse_args(["--epochs", "9", "--coco_path", str(tmp_path)])
     assert vars(from_code) == vars(from_flags)
@@ -94,14 +94,14 @@ def test_training_defaults_are_resolved_in_one_place_that_code_and_train_py_shar
     (2, "cuda", 2),     # a GPU runs the network: workers keep it fed
 ])
 def test_inference_loader_workers_default_depends_on_cores_and_device(monkeypatch, cores, device, expected):
-    from retinanet.runs import options
+    from retinanet.cli import options
     monkeypatch.setattr(options.os, "cpu_count", lambda: cores)
     assert options.inference_workers(None, device) == expected
     assert options.inference_workers(3, device) == 3  # given on the command line: kept
 
 
 def test_test_script_resolves_its_workers_default(tmp_path):
-    from retinanet.runs import options
+    from retinanet.cli import options
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"x")
     (tmp_path / "val.json").write_text("{}")

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from retinanet import config
-from retinanet.runs import options
+from retinanet.cli import options
 
 PARSER = options.build_train_parser()
 ACTIONS = {action.dest: action for action in PARSER._actions if action.dest != "help"}

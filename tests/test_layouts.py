@@ -15,7 +15,7 @@ from retinanet.data.check import check_dataset
 from retinanet.data.coco import DatasetLoadError
 from retinanet.data.layout import SetFiles, SetNotFoundError, find_sets, resolve_set
 from retinanet.data.synthetic import generate_dataset
-from retinanet.runs.options import resolve_training_args
+from retinanet.config import resolve_training_args
 from retinanet.training.setup import build_data
 from scripts import load_script
 
@@ -218,7 +218,7 @@ def test_file_names_may_hold_sub_folders_but_not_leave_the_image_folder(generate
 
 
 def test_resume_keeps_the_explicit_set_paths_and_refuses_others(tmp_path):
-    from retinanet.runs.options import build_train_parser, explicit_flags, restore_resumed_args
+    from retinanet.cli.options import build_train_parser, explicit_flags, restore_resumed_args
 
     saved = vars(resolve_training_args(train_json="export/train.json", train_images="export/images",
                                        val_json="export/val.json", val_images="export/images"))

@@ -54,7 +54,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 
 from retinanet.data.synthetic import Style, generate_dataset  # noqa: E402
-from retinanet.runs.options import resolve_training_args  # noqa: E402
+from retinanet.config import resolve_training_args  # noqa: E402
 from retinanet.training.start import imagenet_url  # noqa: E402
 from retinanet.training.trainer import Trainer  # noqa: E402
 from scripts import TINY_TRAIN_FLAGS, load_script  # noqa: E402

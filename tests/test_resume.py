@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from retinanet.data.synthetic import generate_dataset
-from retinanet.runs import options
+from retinanet.cli import options
 from retinanet.runs.checkpoint import load_checkpoint
 from scripts import TINY_TRAIN_FLAGS, load_script
 

@@ -12,11 +12,11 @@ import argparse
 import os
 import sys
 
+from retinanet.cli.flags import unit_interval
 from retinanet.evaluation.analysis import analyze_detections, summary_line
 from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import GroundTruthError, ground_truth_path, has_annotations, load_gt_json
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
-from retinanet.cli.flags import unit_interval
 from retinanet.util.script import run_script
 
 

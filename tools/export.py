@@ -20,7 +20,7 @@ from retinanet.cli import flags
 from retinanet.data.image_io import ImageReadError
 from retinanet.deploy.export import ExportCheckError, export_checkpoint, generated_images, read_images_for_check
 from retinanet.deploy.extras import MissingExtraError
-from retinanet.runs import options
+from retinanet.cli import options
 from retinanet.runs.checkpoint import CheckpointError
 from retinanet.util.script import run_script
 

@@ -13,12 +13,13 @@ checkpoint or log is written. Exit status 1 when there is no suggestion.
 import os
 import sys
 
+from retinanet import config
 from retinanet.cli import flags
+from retinanet.cli import options
 from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.engine import TooManySkippedImagesError
-from retinanet.runs import options
 from retinanet.training.lr_find import describe, run_range_test, write_range_test
 from retinanet.util.io import ensure_writable_folder
 from retinanet.util.script import run_script
@@ -51,7 +52,7 @@ def _parse(argv):
         parser.error(f"--output {args.output}: must end in .png")
     options.check_output_file(parser, args.output, "--output")
     options.check_train_args(parser, args)
-    args = options.resolve_training_args(args)
+    args = config.resolve_training_args(args)
     if args.print_config:
         print(config_text(parser, args, typed, options.DERIVED_FLAGS), end="")
         raise SystemExit(0)

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from retinanet.cli.flags import positive_int
 from retinanet.data.coco import DatasetLoadError
 from retinanet.data.image_io import ImageReadError
 from retinanet.data.layout import SetNotFoundError, resolve_set
@@ -23,7 +24,6 @@ from retinanet.runs.checkpoint import CheckpointError
 from retinanet.runs.report import write_report
 from retinanet.runs.report_grid import (NUM_IMAGES, draw_predictions_grid, find_checkpoint, grid_path,
                                         predictions_from_checkpoint)
-from retinanet.cli.flags import positive_int
 from retinanet.util.device import DEVICE_CHOICES
 from retinanet.util.script import run_script
 

@@ -22,8 +22,9 @@ def train(config=None, **flags):
     on a problem it meets while training: SystemExit with the one-line message (or, for a stop
     signal, the exit status 130 / 143) after saving what can be resumed.
     """
+    from retinanet import config as configuration
+    from retinanet.cli import options
     from retinanet.cli.config_file import ConfigFileError, checked_values
-    from retinanet.runs import options
     from retinanet.training.trainer import Trainer
 
     parser = options.build_train_parser()
@@ -42,7 +43,7 @@ def train(config=None, **flags):
     parser.set_defaults(**values)
     args = parser.parse_args([])
     options.check_train_args(parser, args)
-    args = options.resolve_training_args(args)
+    args = configuration.resolve_training_args(args)
     trainer = Trainer(args, typed_flags=set(values))
     try:
         trainer.fit()

@@ -24,7 +24,7 @@ import itertools
 import numpy as np
 
 from retinanet.engine import NonFiniteLossError, TooManySkippedImagesError, training_step
-from retinanet.runs.options import resolve_training_args
+from retinanet.config import resolve_training_args
 from retinanet.training.setup import resolve_device_or_exit, set_up_training
 from retinanet.util.io import write_figure_png, write_json
 

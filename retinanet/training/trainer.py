@@ -17,7 +17,7 @@ from retinanet.engine import (EpochProgress, LossExplosionWatch, NonFiniteLossEr
 from retinanet.models.postprocess import PostProcessor
 from retinanet.optim import build_lr_scheduler
 from retinanet.runs.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
-from retinanet.runs.options import resolve_training_args
+from retinanet.config import resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
 from retinanet.training.setup import resolve_device_or_exit, set_up_training
 from retinanet.training.signals import StopRequest

@@ -9,7 +9,7 @@ from retinanet.deploy.extras import MissingExtraError
 from retinanet.deploy.metadata import ExportedModelError
 from retinanet.deploy.quantize import Calibration
 from retinanet.detector import Detector
-from retinanet.runs import options
+from retinanet.cli import options
 from retinanet.runs.checkpoint import CheckpointError
 
 DEFAULT_CALIBRATION_IMAGES = 32

@@ -11,7 +11,7 @@ import sys
 
 from retinanet.cli.config_file import ConfigFileError, checked_values, config_defaults
 from retinanet.cli.flags import add_options, worker_count
-from retinanet.config import RESUMABLE, options as config_options, resume_policy
+from retinanet.config import RESUMABLE, default_milestones, options as config_options, resume_policy
 from retinanet.data.augment import augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.layout import SetNotFoundError, resolve_set
@@ -245,36 +245,6 @@ def check_set_paths(parser, args):
     if not args.val_set and (args.val_json or args.val_images):
         parser.error("--val_set '' disables evaluation, but --val_json or --val_images names a validation set; "
                      "leave one of them out")
-
-
-def default_milestones(epochs):
-    """One drop, after 7/8 of the epochs: the full rate for most of a short run and a last stretch
-    at a tenth of it. In the recipe benchmark's 8 epochs, drops at 2/3 and 8/9 cost 0.04 AP against
-    a constant rate, and the late drop gained 0.003 on it."""
-    return [max(1, round(epochs * 7 / 8))]
-
-
-def resolve_training_args(args=None, **overrides):
-    """A complete training Namespace: train.py's defaults for anything ``args`` lacks, ``overrides``
-    applied, then the derived defaults resolved (``--milestones`` from ``--epochs``, ``--norm auto``).
-
-    train.py and ``Trainer`` both call this, so a Trainer built from code trains exactly what the
-    same flags on the command line would."""
-    values = vars(build_train_parser().parse_args([]))
-    values.update(vars(args) if args is not None else {})
-    values.update(overrides)
-    if values["milestones"] is None:
-        values["milestones"] = default_milestones(values["epochs"])
-    values.update(augment_settings(values))  # the --augment preset fills the knobs not given
-    for name, default in MODEL_OPTION_DEFAULTS.items():
-        values.setdefault(name, default)
-    if values["norm"] == "auto" and not values["init_from"]:
-        # ``auto`` waits for the start (training.start.apply_start) when ImageNet weights may be found.
-        if values["pretrained"] in (None, "none"):
-            values["norm"] = "gn"
-        elif values["pretrained"] != "auto":
-            values["norm"] = "frozen_bn"
-    return argparse.Namespace(**values)
 
 
 # ----- resuming: the run's saved flags, and which of them a command line may change ------------
