@@ -17,6 +17,7 @@ from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
+from retinanet.training.setup import TrainingError
 from retinanet.training.trainer import Trainer
 from retinanet.util.script import run_script
 
@@ -59,8 +60,12 @@ def main(argv=None):
         options.exit_with_report(error)
     except (CheckpointError, DatasetLoadError) as error:
         options.fail(error)
+    except TrainingError as error:
+        raise SystemExit(f"error: {error}") from None
     try:
         trainer.fit()
+    except TrainingError as error:
+        raise SystemExit(f"error: {error}") from None
     finally:
         trainer.close()
 

@@ -11,12 +11,13 @@ import uuid
 import pytest
 import torch
 
-from retinanet.training import setup as training_setup
-from retinanet.training import trainer as trainer_module
-from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from retinanet.data.synthetic import generate_dataset
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.retinanet import build_model
-from retinanet.data.synthetic import generate_dataset
+from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from retinanet.training import setup as training_setup
+from retinanet.training import trainer as trainer_module
+from retinanet.util.script import run_script
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 
 TINY = TINY_TRAIN_FLAGS + ["--epochs", "1", "--val_set", "", "--eval_every", "0"]
@@ -400,9 +401,9 @@ def test_training_set_without_boxes_is_refused_naming_the_file(tmp_path, capsys,
         coco["annotations"] = []
     (tmp_path / "data" / "train.json").write_text(json.dumps(coco))
     with pytest.raises(SystemExit) as info:
-        train(data, tmp_path, "no_boxes")
+        run_script(lambda: train(data, tmp_path, "no_boxes"))
     assert info.value.code == 2
-    assert f"{os.path.join(data, 'train.json')}: no boxes to train on" in capsys.readouterr().err
+    assert f"error: {os.path.join(data, 'train.json')}: no boxes to train on" in capsys.readouterr().err
     assert not (tmp_path / "output").exists() and not (tmp_path / "log").exists()
 
 

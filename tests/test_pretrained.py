@@ -56,6 +56,7 @@ import os  # noqa: E402
 from retinanet.data.synthetic import Style, generate_dataset  # noqa: E402
 from retinanet.config import resolve_training_args  # noqa: E402
 from retinanet.training.start import imagenet_url  # noqa: E402
+from retinanet.training.setup import TrainingError  # noqa: E402
 from retinanet.training.trainer import Trainer  # noqa: E402
 from scripts import TINY_TRAIN_FLAGS, load_script  # noqa: E402
 
@@ -118,16 +119,16 @@ def test_imagenet_weights_come_from_the_cache_and_set_the_fine_tuning_defaults(s
 def test_imagenet_weights_of_another_depth_are_refused_in_one_line(shapes_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cache_imagenet_file(tmp_path / "torch", 18, 34)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(TrainingError) as stop:
         Trainer(run_flags(shapes_data[0], tmp_path, "wrong", "--pretrained", "imagenet"))
     message = str(stop.value)
-    assert message.startswith("error: --pretrained imagenet: ") and "does not fit a ResNet-18 backbone" in message
+    assert message.startswith("--pretrained imagenet: ") and "does not fit a ResNet-18 backbone" in message
     assert "\n" not in message and not (tmp_path / "output" / "wrong").exists()
 
 
 def test_imagenet_offline_names_the_url_the_file_and_the_folder(shapes_data, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(TrainingError) as stop:
         Trainer(run_flags(shapes_data[0], tmp_path, "offline", "--pretrained", "imagenet"))
     message = str(stop.value)
     url = imagenet_url(18)
@@ -186,7 +187,7 @@ def test_init_from_refuses_network_flags_that_disagree(shapes_data, tmp_path):
     path = tmp_path / "source.pt"
     torch.save({"model": source.state_dict(), "class_names": ["a", "b", "c"],
                 "args": {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}}, path)
-    with pytest.raises(SystemExit, match=r"--depth 34 \(.* has 18\)"):
+    with pytest.raises(TrainingError, match=r"--depth 34 \(.* has 18\)"):
         Trainer(run_flags(shapes_data[1], tmp_path, "bad", "--init_from", str(path), "--depth", "34"))
     # A typed flag counts even when it is the default: --depth 50 next to a ResNet-18 source trained a ResNet-18.
     tiny = TINY_TRAIN_FLAGS[:TINY_TRAIN_FLAGS.index("--pretrained")]
@@ -195,6 +196,6 @@ def test_init_from_refuses_network_flags_that_disagree(shapes_data, tmp_path):
                            "--log_dir", str(tmp_path / "log"), "--run_name", "typed", "--epochs", "1",
                            "--init_from", str(path), "--depth", "50"])
     assert not (tmp_path / "output" / "typed").exists()
-    with pytest.raises(SystemExit, match="torchvision-coco-v1.* not in the cache and RETINANET_OFFLINE is set"):
+    with pytest.raises(TrainingError, match="torchvision-coco-v1.* not in the cache and RETINANET_OFFLINE is set"):
         Trainer(run_flags(shapes_data[1], tmp_path, "bad", "--init_from", "torchvision-coco-v1"))
     assert resolve_training_args(init_from=str(path)).norm == "auto"  # decided by the source

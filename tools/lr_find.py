@@ -21,6 +21,7 @@ from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.engine import TooManySkippedImagesError
 from retinanet.training.lr_find import describe, run_range_test, write_range_test
+from retinanet.training.setup import TrainingError
 from retinanet.util.io import ensure_writable_folder
 from retinanet.util.script import run_script
 
@@ -66,7 +67,7 @@ def main(argv=None):
         test = run_range_test(args, args.start_lr, args.end_lr, args.num_steps, typed_flags=typed)
     except DatasetError as error:
         options.exit_with_report(error)
-    except (DatasetLoadError, TooManySkippedImagesError) as error:
+    except (DatasetLoadError, TooManySkippedImagesError, TrainingError) as error:
         options.fail(error)
     json_path = write_range_test(test, args.output, title=f"learning-rate range test: {args.coco_path} "
                                                           f"({args.train_set}), ResNet-{args.depth}, {args.optimizer}")

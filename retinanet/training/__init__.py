@@ -18,10 +18,11 @@ def train(config=None, **flags):
     configuration again), or such a dict. flags: flags as keywords (``epochs=12``,
     ``coco_path="data"``, ``val_set=""``), overriding ``config``. Every value is checked as the
     command line checks it; a bad one raises TrainingConfigError (a ValueError) before anything is
-    written, an unusable dataset DatasetError (its ``report`` lists every problem). The run itself writes and logs exactly what train.py does, and ends as train.py ends
-    on a problem it meets while training: SystemExit with the one-line message (or, for a stop
-    signal, the exit status 130 / 143) after saving what can be resumed.
-    """
+    written, an unusable dataset DatasetError (its ``report`` lists every problem). The run itself
+    writes and logs exactly what train.py does; a problem it meets (data that does not fit, a
+    loss that is not finite, a disk that is full) raises ``training.setup.TrainingError`` with the
+    one-line message train.py prints, after saving what can be resumed; a stop signal ends the
+    process with 130 / 143 as train.py does."""
     from retinanet import config as configuration
     from retinanet.cli import options
     from retinanet.cli.config_file import ConfigFileError, checked_values

@@ -25,7 +25,7 @@ import numpy as np
 
 from retinanet.engine import NonFiniteLossError, TooManySkippedImagesError, training_step
 from retinanet.config import resolve_training_args
-from retinanet.training.setup import resolve_device_or_exit, set_up_training
+from retinanet.training.setup import resolve_device, set_up_training
 from retinanet.util.io import write_figure_png, write_json
 
 SMOOTHING = 0.95
@@ -98,8 +98,8 @@ def suggest_index(learning_rates, smoothed):
 def run_range_test(args, start_lr, end_lr, num_steps, log=print, typed_flags=None):
     """The range test of train.py's flags ``args`` (a Namespace); returns a RangeTest.
 
-    Raises DatasetError / DatasetLoadError for an unusable training set, SystemExit with one
-    line for an unusable start (--pretrained, --init_from) or device, as train.py does, and
+    Raises DatasetError / DatasetLoadError for an unusable training set, TrainingError (one
+    line) for an unusable start (--pretrained, --init_from) or device, as train.py does, and
     TooManySkippedImagesError past --max_skipped_images undecodable images. typed_flags: the
     flags given on the command line, which --init_from checks against its source's network."""
     args = resolve_training_args(args, val_set="")  # no evaluation: only the training set is read
@@ -137,7 +137,7 @@ def run_range_test(args, start_lr, end_lr, num_steps, log=print, typed_flags=Non
 
 def _set_up(args, start_lr, log, typed_flags=None):
     """train.py's model (with its start), loader, loss, optimizer (at ``start_lr``), scaler and DeviceConfig."""
-    device = resolve_device_or_exit(args.device)
+    device = resolve_device(args.device)
     parts = set_up_training(args, device, typed_flags=typed_flags, learning_rate=start_lr)
     for line in ([f"start: {parts.start.description}"] + parts.start_lines + parts.weight_lines
                  + [f"device {device}, {parts.precision}"]):

@@ -27,8 +27,14 @@ from retinanet.optim import build_optimizer
 from retinanet.runs.checkpoint import model_from_checkpoint
 from retinanet.config import resolve_training_args
 from retinanet.training.start import StartError, apply_start, resolve_start
-from retinanet.util.device import resolve_device
+from retinanet.util.device import resolve_device as resolve_device_name
 from retinanet.util.io import file_sha256
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on: unusable data, a start or resume that does not fit, a file
+    that cannot be written. The message is one line naming the file or flag; train.py prints it
+    with "error: " and exits with status 2."""
 
 
 @dataclasses.dataclass
@@ -61,7 +67,7 @@ def set_up_training(args, device, *, rank=0, world_size=1, resume_state=None, ty
     (in the main process, unless --skip_dataset_check), load them, start the model (or check that
     ``resume_state`` fits it), settle the precision, and make the loss, the optimiser (at
     ``learning_rate``, default --learning_rate, over the parameters that train) and the gradient
-    scaler (float16 only). Nothing is written; an unusable part ends the program with one line.
+    scaler (float16 only). Nothing is written; an unusable part raises TrainingError.
     typed_flags: the flags given on the command line (see training.start.apply_start);
     precision_fallback: the reason an earlier segment of the run switched to float32."""
     torch.manual_seed(args.seed)
@@ -105,11 +111,12 @@ def settle_training_precision(model, args, device, datasets, fallback=None):
     return DeviceConfig(device, amp_dtype, args.channels_last), precision, check
 
 
-def resolve_device_or_exit(name):
+def resolve_device(name):
+    """The torch.device of --device ``name``; TrainingError when it cannot be had."""
     try:
-        return resolve_device(name)
+        return resolve_device_name(name)
     except ValueError as error:
-        raise SystemExit(f"error: --device: {error}") from None
+        raise TrainingError(f"--device: {error}") from None
 
 
 
@@ -141,11 +148,9 @@ def build_data(args, device, rank, world_size):
                                 seed=args.seed, workers=args.workers, pin_memory=pin_memory, rank=rank,
                                 world_size=world_size)
     if not train_set.has_annotations:
-        print(f"error: {train_set.json_path}: no boxes to train on (no 'annotations', or an empty list)",
-              file=sys.stderr)
-        raise SystemExit(2)
+        raise TrainingError(f"{train_set.json_path}: no boxes to train on (no 'annotations', or an empty list)")
     if len(train_loader) == 0:
-        raise SystemExit(f"error: {train_set.json_path}: no full batch of {args.batch_size} images "
+        raise TrainingError(f"{train_set.json_path}: no full batch of {args.batch_size} images "
                          "(lower --batch_size or drop --drop_last)")
     return train_set, train_loader, build_val_loader(args, train_set, pin_memory, rank, world_size)
 
@@ -164,7 +169,7 @@ def build_val_loader(args, train_set, pin_memory, rank, world_size):
     val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side),
                             skip_unreadable=True, json_path=args.val_json, image_dir=args.val_images)
     if (val_set.class_names, val_set.label_to_category_id) != (train_set.class_names, train_set.label_to_category_id):
-        raise SystemExit(f"error: {val_set.json_path} has categories {_categories(val_set)}, but the training set "
+        raise TrainingError(f"{val_set.json_path} has categories {_categories(val_set)}, but the training set "
                          f"{train_set.json_path} has {_categories(train_set)}; validate on a set of the same classes")
     if not val_set.has_annotations:
         print(f"warning: {val_set.json_path} has no annotations: evaluation disabled", file=sys.stderr)
@@ -186,13 +191,13 @@ def check_resumable(args, state, train_set):
     for key, current in (("class_names", list(train_set.class_names)),
                          ("category_ids", list(train_set.label_to_category_id))):
         if key in state and list(state[key]) != current:
-            raise SystemExit(f"error: {train_set.json_path} has {key} {current}, but {args.resume or 'the checkpoint'} "
+            raise TrainingError(f"{train_set.json_path} has {key} {current}, but {args.resume or 'the checkpoint'} "
                              f"was trained on {list(state[key])}; resume on the run's own dataset, or start a new run")
     saved_options, options = model_options(saved), model_options(args)
     different = [f"--{name} {saved_options[name]} (checkpoint) vs {options[name]}" for name in options
                  if saved_options[name] != options[name]]
     if different:
-        raise SystemExit(f"error: {args.resume} was trained with another model: {'; '.join(different)}")
+        raise TrainingError(f"{args.resume} was trained with another model: {'; '.join(different)}")
     model_from_checkpoint(state, args.resume)  # validates the weights against the description
 
 
@@ -213,7 +218,7 @@ def check_training_set(args, state, current):
     what = (f"{current['json']} now has SHA-256 {current['sha256'][:12]} and {current['images']} images; the run "
             f"was trained on {saved.get('json')} with SHA-256 {str(saved['sha256'])[:12]} and {saved.get('images')} images")
     if not args.allow_changed_data:
-        raise SystemExit(f"error: cannot resume {args.resume}: the training set changed since its checkpoint: {what}. "
+        raise TrainingError(f"cannot resume {args.resume}: the training set changed since its checkpoint: {what}. "
                          "Resume on the run's own data, give --allow_changed_data to continue on the changed set "
                          "(the run records both), or start a new run")
     return {"after_epoch": state.get("epoch", 0), "before": saved, "after": current,
@@ -228,7 +233,7 @@ def resolve_start_or_exit(args, typed_flags=None):
         start = resolve_start(args)
         return start, apply_start(args, start, vars(resolve_training_args()), typed_flags)
     except StartError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise TrainingError(f"{error}") from None
 
 
 def build_start_model(class_names, args, start):
@@ -245,7 +250,7 @@ def build_start_model(class_names, args, start):
         try:
             carried = transfer_weights(model, source.state, source.class_names, class_names)
         except TransferError as error:
-            raise SystemExit(f"error: --init_from {args.init_from}: {error}") from None
+            raise TrainingError(f"--init_from {args.init_from}: {error}") from None
         fresh = [name for name in class_names if name not in {target for target, _ in carried}]
         lines.append(f"classes carried over from {source.description}: {len(carried)} of {len(class_names)}"
                      + (f" ({', '.join(t if t == s else f'{t} <- {s}' for t, s in carried)})" if carried else "")

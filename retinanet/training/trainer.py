@@ -19,7 +19,7 @@ from retinanet.optim import build_lr_scheduler
 from retinanet.runs.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
 from retinanet.config import resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
-from retinanet.training.setup import resolve_device_or_exit, set_up_training
+from retinanet.training.setup import TrainingError, resolve_device, set_up_training
 from retinanet.training.signals import StopRequest
 from retinanet.util import distributed
 from retinanet.util.io import WriteError
@@ -32,7 +32,7 @@ class Trainer:
 
     def __init__(self, args, resume_state=None, typed_flags=None):
         self.args = args = resolve_training_args(args)
-        device = resolve_device_or_exit(args.device)
+        device = resolve_device(args.device)
         self.rank, self.world_size, local_rank = distributed.init_from_environment(device.type)
         if device.type == "cuda" and self.world_size > 1:
             device = torch.device("cuda", local_rank)
@@ -80,7 +80,7 @@ class Trainer:
         try:
             self.run.claim(resuming=resume_state is not None, resumed_run=resumed_run)
         except RunDirError as error:
-            raise SystemExit(f"error: {error}") from None
+            raise TrainingError(str(error)) from None
         log = self.run.open_log()
         if self.run.stale_temporaries:
             log(f"removed {len(self.run.stale_temporaries)} temporary file(s) of an interrupted save from "
@@ -136,7 +136,7 @@ class Trainer:
         try:
             self._fit()
         except (CheckpointWriteError, WriteError) as error:
-            raise SystemExit(f"error: {error}") from None
+            raise TrainingError(str(error)) from None
 
     def _fit(self):
         self.fit_started = time.perf_counter()
@@ -148,9 +148,11 @@ class Trainer:
                     self._train_epoch(epoch)
             except (KeyboardInterrupt, NonFiniteLossError, TooManySkippedImagesError, RuntimeError,
                     WriteError) as error:
-                reason, exit_value = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
+                reason, outcome = why_stopped(error, self.stop, self.args, self.run.path)  # re-raises others
                 self._save_interrupted(reason, diverged=isinstance(error, NonFiniteLossError))
-                raise SystemExit(exit_value) from None
+                if isinstance(outcome, int):  # a stop signal: the process ends with 130 or 143
+                    raise SystemExit(outcome) from None
+                raise TrainingError(outcome) from None
             if self.is_main:
                 with self.stop.saving(stop_after=False):
                     self._finish(self._wall_seconds())
@@ -288,19 +290,20 @@ WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: 
 
 
 def why_stopped(error, stop, args, run_path):
-    """(reason for the log, SystemExit value) of an error that ends training with a checkpoint;
-    any other error is raised again."""
+    """(reason for the log, outcome) of an error that ends training with a checkpoint: the exit
+    status of a stop signal, or the TrainingError message of a failure; any other error is raised
+    again."""
     if isinstance(error, KeyboardInterrupt):
         return f"interrupted by {stop.signal_name or 'Ctrl-C'}", stop.exit_code()
     if isinstance(error, (NonFiniteLossError, TooManySkippedImagesError, WriteError)):
-        return str(error), f"error: {error}"
+        return str(error), str(error)
     killed = WORKER_KILLED.search(str(error))
     if killed is None:
         raise error
     if stop.requested():  # the stop signal reached the workers too
         return f"interrupted by {stop.signal_name}", stop.exit_code()
     reason = f"a data-loading worker was killed by signal {killed.group(1)}"
-    return reason, (f"error: {reason}, most often by the system running out of memory; saved a resumable "
+    return reason, (f"{reason}, most often by the system running out of memory; saved a resumable "
                     f"checkpoint in {run_path}; try fewer --workers (now {args.workers}) or a smaller --batch_size "
                     f"(now {args.batch_size})")
 
@@ -322,8 +325,8 @@ def _run_name(args, resume_state, create):
     try:
         return next_run_name(args.output_path, args.log_dir, args.depth, args.epochs, create=create)
     except OSError as error:
-        raise SystemExit(f"error: cannot write the run folder in {args.output_path} (--output_path): "
-                         f"{error.strerror or error}") from None
+        raise TrainingError(f"cannot write the run folder in {args.output_path} (--output_path): "
+                            f"{error.strerror or error}") from None
 
 
 def restore_training_state(state, model, optimizer, scaler, learning_rate, path):
