@@ -27,6 +27,10 @@ from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
 
 MAX_SEED = 2**32 - 1  # NumPy seeds are 32-bit unsigned integers
+# The version of the saved configuration (checkpoints' ``args`` and config.json), stored with it
+# as ``config_version``. 1: everything written before the number was (no ``config_version``);
+# 2: the options of ``TrainConfig``. ``migrate_saved_config`` reads every version up to this one.
+CONFIG_VERSION = 2
 RESUMABLE = "resumable"  # the ``resume`` of an option a resumed run may change
 # --help's sections, in order; an option is in its group's ``section`` unless it names another.
 SECTIONS = ("model", "data", "image size", "augmentation", "optimisation", "schedule", "device",
@@ -304,3 +308,30 @@ def resolve_training_args(args=None, **overrides):
         elif values["pretrained"] != "auto":
             values["norm"] = "frozen_bn"
     return argparse.Namespace(**values)
+
+
+class SavedConfigError(ValueError):
+    """A saved configuration this version cannot read (written by a newer one, or damaged)."""
+
+
+def migrate_saved_config(saved, source):
+    """The options of a saved configuration (a checkpoint's ``args`` or a config.json), in today's
+    form: {option name: value} for the names it holds (the caller fills the rest with defaults).
+    Version 1 files from before an option existed get the value those runs had: ``amp`` as a
+    boolean, no ``trainable_layers`` (every stage trained), no ``pretrained`` (random weights).
+    Raises SavedConfigError naming ``source`` for a newer version."""
+    version = saved.get("config_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SavedConfigError(f"{source}: config_version {version!r} is not a version number")
+    if version > CONFIG_VERSION:
+        raise SavedConfigError(f"{source}: written by a newer version of this project (config version {version}; "
+                               f"this one reads up to {CONFIG_VERSION}): update it to use this file")
+    values = dict(saved)
+    if isinstance(values.get("amp"), bool):  # before --amp took a value
+        values["amp"] = "on" if values["amp"] else "off"
+    if values.get("trainable_layers") is None:  # before --trainable_layers every stage trained
+        values["trainable_layers"] = 5
+    if values.get("pretrained") is None:  # ...and there was no --pretrained auto
+        values["pretrained"] = "none"
+    values["config_version"] = CONFIG_VERSION
+    return values

@@ -20,13 +20,14 @@ this format.
 import argparse
 import difflib
 
+from retinanet.config import SavedConfigError, migrate_saved_config
 from retinanet.models.retinanet import MODEL_OPTION_DEFAULTS
 
 # What train.py writes into config.json about a run that is not a flag (the network options that
 # --init_from takes from its source are derived again from the same source).
 RECORDED_KEYS = frozenset({
     "class_names", "world_size", "device_used", "precision", "precision_check", "precision_fallback",
-    "num_train_images", "train_data", "train_data_changes", "start", *MODEL_OPTION_DEFAULTS})
+    "num_train_images", "train_data", "train_data_changes", "start", "config_version", *MODEL_OPTION_DEFAULTS})
 # A run's identity, not its configuration: not taken from a run's own config.json.
 RUN_IDENTITY_KEYS = ("run_name", "resume")
 # Flags that say what to do with the configuration rather than being part of it.
@@ -59,7 +60,13 @@ def read_config_file(path):
 def config_defaults(parser, path):
     """{destination: value} of the configuration file ``path``, each value checked by its flag's own
     type, range and choices; raises ConfigFileError naming the file, the key and the problem."""
-    return checked_values(parser, read_config_file(path), path)
+    values = read_config_file(path)
+    if "config_version" in values or "num_train_images" in values:  # a run's record, perhaps an older one
+        try:
+            values = migrate_saved_config(values, path)
+        except SavedConfigError as error:
+            raise ConfigFileError(str(error)) from None
+    return checked_values(parser, values, path)
 
 
 def checked_values(parser, values, source):

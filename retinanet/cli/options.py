@@ -11,7 +11,8 @@ import sys
 
 from retinanet.cli.config_file import ConfigFileError, checked_values, config_defaults
 from retinanet.cli.flags import add_options, worker_count
-from retinanet.config import RESUMABLE, default_milestones, options as config_options, resume_policy
+from retinanet.config import (RESUMABLE, default_milestones, migrate_saved_config, options as config_options,
+                              resume_policy)
 from retinanet.data.augment import augment_settings
 from retinanet.data.check import DatasetError, validate_or_raise
 from retinanet.data.layout import SetNotFoundError, resolve_set
@@ -275,13 +276,10 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
     saved = checkpoint.get("args")
     if not isinstance(saved, dict):
         raise ValueError(f"{checkpoint_path}: holds no saved flags ('args'), so its run cannot be continued")
+    saved = migrate_saved_config(saved, checkpoint_path)  # SavedConfigError (a ValueError) for a newer one
     values = vars(build_train_parser().parse_args([]))
-    values.update({name: _saved_value(name, value) for name, value in saved.items() if name in values})
+    values.update({name: value for name, value in saved.items() if name in values})
     values.update({name: saved[name] for name in (*MODEL_OPTION_DEFAULTS, "start") if name in saved})
-    if values["trainable_layers"] is None:  # runs from before --trainable_layers trained every stage
-        values["trainable_layers"] = 5
-    if saved.get("pretrained") is None:  # ...and had no --pretrained auto
-        values["pretrained"] = "none"
     values["run_name"] = saved.get("run_name")
     run_folder = os.path.dirname(os.path.abspath(checkpoint_path))
     if values["run_name"] and os.path.basename(run_folder) == values["run_name"]:
@@ -327,12 +325,6 @@ def _rederive_milestones(values, saved, given):
     return [f"override: --milestones {_format_flag(values['milestones'])} (run had {_format_flag(old_milestones)}): "
             f"the learning-rate drop follows --epochs {values['epochs']} as it followed --epochs {old_epochs}; "
             "give --milestones to place it yourself"]
-
-
-def _saved_value(name, value):
-    if name == "amp" and isinstance(value, bool):  # checkpoints from before --amp took a value
-        return "on" if value else "off"
-    return value
 
 
 def _format_flag(value):

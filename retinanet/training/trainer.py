@@ -17,7 +17,7 @@ from retinanet.engine import (EpochProgress, LossExplosionWatch, NonFiniteLossEr
 from retinanet.models.postprocess import PostProcessor
 from retinanet.optim import build_lr_scheduler
 from retinanet.runs.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
-from retinanet.config import resolve_training_args
+from retinanet.config import CONFIG_VERSION, resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
 from retinanet.training.setup import TrainingError, resolve_device, set_up_training
 from retinanet.training.signals import StopRequest
@@ -95,7 +95,8 @@ class Trainer:
 
     def _write_config(self):
         check = self.precision_check.as_dict() if self.precision_check is not None else None
-        self.run.write_config(dict(vars(self.args), run_name=self.run.name, class_names=self.train_set.class_names,
+        self.run.write_config(dict(vars(self.args), run_name=self.run.name, config_version=CONFIG_VERSION,
+                                   class_names=self.train_set.class_names,
                                    world_size=self.world_size, device_used=str(self.device_config.device),
                                    precision=self.precision, precision_check=check,
                                    precision_fallback=self.precision_fallback, num_train_images=len(self.train_set),
@@ -216,7 +217,7 @@ class Trainer:
             "wall_seconds": self._wall_seconds(),
             "train_data": self.train_data,
             "train_data_changes": list(self.train_data_changes),
-            "args": dict(vars(self.args), run_name=self.run.name),
+            "args": dict(vars(self.args), run_name=self.run.name, config_version=CONFIG_VERSION),
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.label_to_category_id),
         }
