@@ -49,6 +49,13 @@ def test_a_printed_config_and_a_runs_config_json_train_what_the_flags_trained(da
     # The file says 3 epochs; the command line's 1 wins, and the drop follows it as with flags alone.
     train_script.main(["--config", str(tmp_path / "c.yaml"), "--epochs", "1", "--run_name", "from_yaml"])
     train_script.main(["--config", str(tmp_path / "output" / "flags" / "config.json"), "--run_name", "from_json"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # a resumed run's configuration, printed without training
+        train_script.main(["--resume", str(tmp_path / "output" / "flags" / "checkpoint_last.pt"), "--epochs", "3",
+                           "--print_config"])
+    printed = capsys.readouterr().out
+    assert info.value.code == 0 and "epochs: 3\n" in printed and "milestones: null  # resolves to [3]" in printed
+    assert "override: --epochs 3 (run had 1)" in printed and "--print_config" not in printed
     reference, losses = _record(tmp_path, "flags")
     assert reference["milestones"] == [1] and reference["epochs"] == 1
     for name in ("from_yaml", "from_json"):

@@ -291,7 +291,7 @@ def restore_resumed_args(args, given, checkpoint, checkpoint_path):
         if (name == "norm" and new == "auto") or (name == "trainable_layers" and new is None):
             new = old  # the run's own resolved value
         values[name] = new
-        if name in ("resume", "allow_changed_data") or new == old:
+        if name in ("resume", "allow_changed_data", "print_config") or new == old:
             continue
         if name in RESUME_OVERRIDABLE:
             overrides.append(f"override: --{name} {_format_flag(new)} (run had {_format_flag(old)})")
