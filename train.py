@@ -18,7 +18,7 @@ from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
 from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.training.setup import TrainingError
-from retinanet.training.trainer import Trainer
+from retinanet.training.trainer import train_to_end
 from retinanet.util.script import run_script
 
 
@@ -55,19 +55,13 @@ def _parse(argv):
 def main(argv=None):
     args, resume_state, typed = _parse(argv)
     try:
-        trainer = Trainer(args, resume_state, typed_flags=typed)
+        train_to_end(args, resume_state, typed)
     except DatasetError as error:
         options.exit_with_report(error)
     except (CheckpointError, DatasetLoadError) as error:
         options.fail(error)
     except TrainingError as error:
         raise SystemExit(f"error: {error}") from None
-    try:
-        trainer.fit()
-    except TrainingError as error:
-        raise SystemExit(f"error: {error}") from None
-    finally:
-        trainer.close()
 
 
 if __name__ == "__main__":

@@ -274,6 +274,16 @@ def options():
     return [(option, field.type) for field in dataclasses.fields(TrainConfig) for option in dataclasses.fields(field.type)]
 
 
+def default_of(field):
+    """The default value of an option (a fresh list for list defaults)."""
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def section_of(field, group):
+    """The --help section of an option of ``group``: its own, or its group's."""
+    return field.metadata["section"] or group.section
+
+
 def resume_policy(field, group):
     """RESUMABLE when --resume may change the option, else why not (what it would change)."""
     return field.metadata["resume"] or group.resume_reason

@@ -14,8 +14,7 @@ ACTIONS = {action.dest: action for action in PARSER._actions if action.dest != "
 FIELDS = {field.name: (field, group) for field, group in config.options()}
 
 
-def _default(field):
-    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+_default = config.default_of
 
 
 def test_the_parser_has_exactly_the_configurations_options_with_their_defaults_help_and_choices():
@@ -26,7 +25,7 @@ def test_the_parser_has_exactly_the_configurations_options_with_their_defaults_h
         assert action.help == meta["help"] and action.option_strings[0] == f"--{name}", name
         assert list(action.choices or []) == list(meta["choices"] or []), name
         assert action.nargs == (0 if meta["switch"] else meta["nargs"]), name
-        section = meta["section"] or group.section
+        section = config.section_of(field, group)
         assert any(action in parser_group._group_actions and parser_group.title == section
                    for parser_group in PARSER._action_groups), name
     assert [group.title for group in PARSER._action_groups[2:]] == list(config.SECTIONS)

@@ -97,6 +97,18 @@ def test_a_bad_config_file_is_refused_naming_the_file_and_the_key(data, tmp_path
         retinanet.train(str(path), coco_path=data, output_path=str(tmp_path / "output"))
 
 
+def test_what_only_the_command_line_may_say_is_refused_in_a_configuration(data, tmp_path, capsys):
+    path = tmp_path / "resume.yaml"
+    path.write_text("resume: output/run/checkpoint_last.pt\n")
+    with pytest.raises(SystemExit) as info:
+        train_script.main(["--config", str(path), "--coco_path", data, *_places(tmp_path)])
+    error = capsys.readouterr().err
+    assert info.value.code == 2 and f"error: {path}: 'resume' says what to do with a configuration" in error
+    assert "give --resume on the command line" in error and not (tmp_path / "output").exists()
+    with pytest.raises(TrainingConfigError, match="train\\(\\): 'resume' says what to do"):
+        retinanet.train(coco_path=data, resume="output/run/checkpoint_last.pt")
+
+
 def test_config_and_resume_do_not_mix(data, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("epochs: 2\n")
     (tmp_path / "run.pt").write_bytes(b"")

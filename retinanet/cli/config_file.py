@@ -22,6 +22,7 @@ import difflib
 
 from retinanet.config import SavedConfigError, migrate_saved_config
 from retinanet.models.retinanet import MODEL_OPTION_DEFAULTS
+from retinanet.util.io import read_utf8
 
 # What train.py writes into config.json about a run that is not a flag (the network options that
 # --init_from takes from its source are derived again from the same source).
@@ -42,12 +43,11 @@ def read_config_file(path):
     """The mapping in ``path``; ConfigFileError naming the file when it is not a YAML/JSON mapping."""
     import yaml
     try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
+        values = yaml.safe_load(read_utf8(path))
     except OSError as error:
         raise ConfigFileError(f"{path}: cannot read the configuration file ({error.strerror or error})") from None
-    except UnicodeDecodeError as error:
-        raise ConfigFileError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except ValueError as error:  # read_utf8's, naming the file
+        raise ConfigFileError(str(error)) from None
     except yaml.YAMLError as error:
         raise ConfigFileError(f"{path}: not valid YAML or JSON ({' '.join(str(error).split())})") from None
     if values is None:
@@ -61,7 +61,7 @@ def config_defaults(parser, path):
     """{destination: value} of the configuration file ``path``, each value checked by its flag's own
     type, range and choices; raises ConfigFileError naming the file, the key and the problem."""
     values = read_config_file(path)
-    if "config_version" in values or "num_train_images" in values:  # a run's record, perhaps an older one
+    if "config_version" in values or is_run_record(values):  # perhaps of an older version
         try:
             values = migrate_saved_config(values, path)
         except SavedConfigError as error:
@@ -69,14 +69,22 @@ def config_defaults(parser, path):
     return checked_values(parser, values, path)
 
 
+def is_run_record(values):
+    """Whether ``values`` are a run's own config.json (train.py's record), not a hand-written file."""
+    return "num_train_images" in values or "class_names" in values
+
+
 def checked_values(parser, values, source):
     """``values`` ({flag name: value}, from ``source``: a file's path or a description) checked as
     ``config_defaults`` checks a file's."""
     actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *CONTROL_FLAGS)}
-    is_run_record = "num_train_images" in values or "class_names" in values
+    record = is_run_record(values)
     checked = {}
     for key, value in values.items():
-        if key in RECORDED_KEYS or key in CONTROL_FLAGS or (is_run_record and key in RUN_IDENTITY_KEYS):
+        if key in CONTROL_FLAGS and not record and value not in (None, False):
+            raise ConfigFileError(f"{source}: {key!r} says what to do with a configuration and cannot be part of one; "
+                                  f"give --{key} on the command line")
+        if key in RECORDED_KEYS or key in CONTROL_FLAGS or (record and key in RUN_IDENTITY_KEYS):
             continue
         if key not in actions:
             close = difflib.get_close_matches(key, list(actions), n=1)
@@ -102,7 +110,7 @@ def _checked_value(action, value):
     many = action.nargs in ("*", "+") or isinstance(action.nargs, int)
     if many:
         items = value if isinstance(value, list) else [value]
-        if action.nargs == "+" and not items or isinstance(action.nargs, int) and len(items) != action.nargs:
+        if (action.nargs == "+" and not items) or (isinstance(action.nargs, int) and len(items) != action.nargs):
             raise ValueError(f"expected {action.nargs if isinstance(action.nargs, int) else 'one or more'} "
                              f"values, got {len(items)}")
         return [_one(action, item) for item in items]
@@ -112,7 +120,7 @@ def _checked_value(action, value):
 
 
 def _one(action, value):
-    if isinstance(value, (list, dict)) or isinstance(value, bool):
+    if isinstance(value, (list, dict, bool)):
         raise ValueError(f"expected a single value, got {value!r}")
     converted = action.type(str(value)) if action.type is not None else str(value)
     if action.choices is not None and converted not in action.choices:

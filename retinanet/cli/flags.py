@@ -6,11 +6,10 @@ parser or group with their defaults, help texts and choices as declared, so a fl
 once, in ``config.py``.
 """
 import argparse
-import dataclasses
 import os
 
 from retinanet.cli.anchor_flags import ANCHOR_ACTIONS, anchor_number, iou_threshold, on_off
-from retinanet.config import SECTIONS, options as config_options
+from retinanet.config import SECTIONS, default_of, options as config_options, section_of
 
 
 def positive_int(text):
@@ -146,7 +145,7 @@ KINDS = {"int": lambda text: _parse(int, text), "positive_int": positive_int, "n
 def add_option(group, field):
     """Add the configuration ``field`` (a dataclasses.Field of ``retinanet.config``) to ``group``."""
     meta = field.metadata
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    default = default_of(field)
     names = [f"--{field.name}", *meta["aliases"]]
     if meta["switch"]:
         return group.add_argument(*names, dest=field.name, action="store_true", help=meta["help"])
@@ -164,8 +163,7 @@ def add_options(parser, names=None):
     wanted = [(field, group) for field, group in config_options() if names is None or field.name in names]
     groups = {}
     for section in SECTIONS:
-        fields = [field for field, group in wanted
-                  if (field.metadata["section"] or group.section) == section]
+        fields = [field for field, group in wanted if section_of(field, group) == section]
         if not fields:
             continue
         groups[section] = parser.add_argument_group(section)

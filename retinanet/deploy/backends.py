@@ -141,9 +141,7 @@ def interface_problem(inputs, outputs):
     expected_outputs = {name: 3 for name in OUTPUT_NAMES}
     if list(inputs) != [INPUT_NAME] or inputs[INPUT_NAME] not in (4, None):
         return f"its inputs are {_describe(inputs)}; expected one, '{INPUT_NAME}' of rank 4"
-    missing = [name for name, rank in expected_outputs.items() if outputs.get(name, rank) not in (rank, None)
-               or name not in outputs]
-    if missing:
+    if any(name not in outputs or outputs[name] not in (rank, None) for name, rank in expected_outputs.items()):
         return f"its outputs are {_describe(outputs)}; expected {_describe(expected_outputs)}"
     return ""
 
@@ -157,7 +155,8 @@ def _first_line(error):
     own source files ("Exception from src/...", "Check '...' failed at src/..."), which are skipped."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     telling = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
-    return f"{type(error).__name__}: {(telling or lines or [''])[-1 if telling else 0]}"
+    line = telling[-1] if telling else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {line}"
 
 
 def open_exported(path, backend="onnxruntime", metadata=None, threads=None):

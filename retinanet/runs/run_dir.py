@@ -15,7 +15,8 @@ import sys
 import torch
 
 from retinanet.runs.checkpoint import atomic_torch_save
-from retinanet.util.io import WriteError, nearest_existing, probe_folder, write_json, write_text
+from retinanet.util.io import (TEMPORARY_NAME, WriteError, os_error_reason, probe_folder, read_utf8, write_json,
+                               write_text)
 
 
 # The files of a run folder, by name; RunDir writes them and the tables and report read them.
@@ -104,11 +105,7 @@ def append_metrics(path, record):
 def read_metrics(path):
     """All records of a metrics.jsonl file, in order; a torn last line (crash mid-write) is ignored."""
     records = []
-    with open(path, encoding="utf-8") as handle:
-        try:
-            lines = handle.read().splitlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    lines = read_utf8(path).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -127,12 +124,6 @@ def truncate_metrics(path, last_epoch):
         return
     kept = [record for record in read_metrics(path) if record.get("epoch", 0) <= last_epoch]
     write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
-
-
-def _reason(error):
-    if isinstance(error, NotADirectoryError) or error.errno == 20:
-        return f"{nearest_existing(error.filename or '')} is a file, not a folder" if error.filename else "not a folder"
-    return error.strerror or str(error)
 
 
 def _lock_file(path):
@@ -157,10 +148,6 @@ def _lock_file(path):
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
     return descriptor, None
-
-
-# The temporary files of util.io.atomic_write: ".{target name}.{8 hex digits}.tmp".
-STALE_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 class RunDirError(RuntimeError):
@@ -224,14 +211,16 @@ class RunDir:
             os.makedirs(self.path, exist_ok=True)
             self._lock()
         except OSError as error:
-            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): {_reason(error)}") from None
+            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
+                              f"{os_error_reason(error.filename or self.file('.lock'), error)}") from None
         try:
             self._refuse_another_run(resuming, resumed_run)  # again, now that no other run can start here
             self.check_writable()
             self.stale_temporaries = self._remove_stale_temporaries()
         except OSError as error:
             self.release()
-            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): {_reason(error)}") from None
+            raise RunDirError(f"cannot write the run folder {self.path} (--output_path): "
+                              f"{os_error_reason(error.filename or self.file('.lock'), error)}") from None
         except RunDirError:
             self.release()
             raise
@@ -245,14 +234,15 @@ class RunDir:
                 os.rmdir(self.path)
             if isinstance(error, RunDirError):
                 raise
-            raise RunDirError(f"cannot write the log folder {log_folder} (--log_dir): {_reason(error)}") from None
+            raise RunDirError(f"cannot write the log folder {log_folder} (--log_dir): "
+                              f"{os_error_reason(error.filename or self.log_path, error)}") from None
 
     def _remove_stale_temporaries(self):
         """Remove the atomic writer's temporary files (``.{name}.{8 hex}.tmp``) that a killed save left
         here: with the folder locked, no other process is writing them. Returns [(name, bytes)]."""
         removed = []
         for name in sorted(os.listdir(self.path)):
-            if STALE_TEMPORARY.fullmatch(name):
+            if TEMPORARY_NAME.fullmatch(name):
                 path = self.file(name)
                 removed.append((name, os.path.getsize(path)))
                 os.remove(path)

@@ -26,7 +26,7 @@ def train(config=None, **flags):
     from retinanet import config as configuration
     from retinanet.cli import options
     from retinanet.cli.config_file import ConfigFileError, checked_values
-    from retinanet.training.trainer import Trainer
+    from retinanet.training.trainer import train_to_end
 
     parser = options.build_train_parser()
 
@@ -39,15 +39,8 @@ def train(config=None, **flags):
         values.update(checked_values(parser, flags, "train()"))
     except ConfigFileError as error:
         raise TrainingConfigError(str(error)) from None
-    if values.get("resume"):
-        raise TrainingConfigError("train() starts a new run; continue one with python train.py --resume")
     parser.set_defaults(**values)
     args = parser.parse_args([])
     options.check_train_args(parser, args)
     args = configuration.resolve_training_args(args)
-    trainer = Trainer(args, typed_flags=set(values))
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return os.path.abspath(trainer.run.path)
+    return os.path.abspath(train_to_end(args, typed_flags=set(values)))

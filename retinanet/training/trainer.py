@@ -37,28 +37,26 @@ class Trainer:
         if device.type == "cuda" and self.world_size > 1:
             device = torch.device("cuda", local_rank)
         self.is_main = self.rank == 0
-        self.precision_fallback = (resume_state or {}).get("precision_fallback")
+        state = resume_state or {}
+        self.precision_fallback = state.get("precision_fallback")
         parts = set_up_training(args, device, rank=self.rank, world_size=self.world_size, resume_state=resume_state,
                                 typed_flags=typed_flags, precision_fallback=self.precision_fallback)
         self.train_set, self.train_loader, self.val_loader = parts.train_set, parts.train_loader, parts.val_loader
         self.train_data, change = parts.train_data, parts.train_data_change
-        self.train_data_changes = list((resume_state or {}).get("train_data_changes") or []) + (
-            [change] if change is not None else [])
+        self.train_data_changes = list(state.get("train_data_changes") or []) + ([change] if change is not None else [])
         self.model_without_ddp, self.model = parts.model, parts.trained
         self.device_config, self.precision, self.precision_check = parts.device_config, parts.precision, \
             parts.precision_check
         self.criterion, self.optimizer, self.scaler = parts.criterion, parts.optimizer, parts.scaler
         self.run = RunDir(args.output_path, args.log_dir, _run_name(args, resume_state, create=self.is_main))
         self.log = self._open_run(resume_state)
-        if change is not None and self.is_main:
-            self.log(f"warning: {change['message']}")
-            print(f"warning: {change['message']}", file=sys.stderr)
+        if change is not None:
+            self._warn(f"warning: {change['message']}")
         if parts.start is not None:
             self._log_start(parts.start, parts.start_lines + parts.weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
             self.log("\n".join(training_report_lines(self.train_set, args, augment_settings(vars(args)))))
         self.postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
-        state = resume_state or {}
         self.start_epoch = state.get("epoch", 0)
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
         self.loss_history = list(state.get("loss_history", []))
@@ -107,20 +105,24 @@ class Trainer:
         self.device_config = self.device_config.in_float32()
         self.precision_fallback = reason
         self.precision = f"float32 (switched during training: {reason})"
+        self._warn(f"warning: {reason}")
         if self.is_main:
-            self.log(f"warning: {reason}")
-            if self.log is not print:
-                print(f"warning: {reason}", file=sys.stderr)
-                self._write_config()
+            self._write_config()
+
+    def _warn(self, line):
+        """A log line that must be seen (main process): also on stderr, which stays on the console
+        when stdout goes to a file."""
+        if self.is_main:
+            self.log(line)
+            print(line, file=sys.stderr)
 
     def _log_start(self, start, lines):
         """The start's lines, first in the log; a warning also on stderr, so that it is seen."""
         self.log(f"start: {start.description}; backbone stages trained: {self.args.trainable_layers} of 5")
         for line in lines:
             self.log(line)
-        if start.warning and self.is_main:
-            self.log(start.warning)
-            print(start.warning, file=sys.stderr)
+        if start.warning:
+            self._warn(start.warning)
 
     def _load_resume_state(self, state):
         """Load weights, optimizer, scaler and RNG states; returns the iteration to continue the schedule at."""
@@ -283,6 +285,17 @@ class Trainer:
             self.log.close()
             self.run.release()
         distributed.cleanup()
+
+
+def train_to_end(args, resume_state=None, typed_flags=None):
+    """Build the Trainer (see its arguments), train, and close it whatever happens (the log, the
+    folder's lock, the loader's worker processes); returns the run folder's path."""
+    trainer = Trainer(args, resume_state, typed_flags=typed_flags)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer.run.path
 
 
 # ----- building blocks ------------------------------------------------------------------------

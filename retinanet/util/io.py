@@ -10,9 +10,11 @@ process umask, so teammates sharing the folder can read it (``tempfile.mkstemp``
 0o600, readable by its owner only).
 """
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 
@@ -24,20 +26,25 @@ class WriteError(OSError):
     regular file. ``str()`` names the file, the reason and the space left; ``path``, ``reason`` and
     ``free_bytes`` (None when unknown) are kept for callers that say more."""
 
-    def __init__(self, path, reason, errno=None):
+    def __init__(self, path, reason, error_number=None):
         self.path, self.reason, self.free_bytes = path, reason, free_space(path)
         free = f"; {self.free_bytes / 1e6:.0f} MB free there" if self.free_bytes is not None else ""
         super().__init__(f"could not write {path}: {reason}{free}")
-        self.errno = errno
+        self.errno = error_number
 
     @classmethod
     def from_os_error(cls, path, error):
         if isinstance(error, WriteError):
             return error
-        reason = error.strerror or str(error)
-        if isinstance(error, NotADirectoryError) or error.errno == 20:
-            reason = f"{nearest_existing(os.path.dirname(os.path.abspath(path)))} is a file, not a folder"
-        return cls(path, reason, error.errno)
+        return cls(path, os_error_reason(path, error), error.errno)
+
+
+def os_error_reason(path, error):
+    """Why writing ``path`` failed with the OSError ``error``: the regular file in the way of its
+    folder, named, or the system's reason (a full disk, no permission)."""
+    if isinstance(error, NotADirectoryError) or error.errno == errno.ENOTDIR:
+        return f"{nearest_existing(os.path.dirname(os.path.abspath(path)))} is a file, not a folder"
+    return error.strerror or str(error)
 
 
 def nearest_existing(path):
@@ -159,16 +166,22 @@ def write_figure_png(path, figure, dpi=None):
         figure.savefig(stream, format="png", dpi=dpi)
 
 
-def read_json_object(path):
-    """The JSON object (a dict) in ``path``; ValueError naming the file when it is not valid JSON
-    or not an object."""
+def read_utf8(path):
+    """The text of ``path``; ValueError naming the file and the byte when it is not UTF-8."""
     with open(path, encoding="utf-8") as handle:
         try:
-            value = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+            return handle.read()
         except UnicodeDecodeError as error:
             raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_json_object(path):
+    """The JSON object (a dict) in ``path``; ValueError naming the file when it is not UTF-8, not
+    valid JSON or not an object."""
+    try:
+        value = json.loads(read_utf8(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value
@@ -183,8 +196,13 @@ def file_sha256(path, chunk_bytes=1 << 20):
     return digest.hexdigest()
 
 
+# The names of atomic_write's temporary files: ".{target name}.{8 hex digits}.tmp".
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
 def _create_temporary_file(folder, name):
-    """Create a new, empty ``.{name}.{random}.tmp`` in ``folder``; return (descriptor, path).
+    """Create a new, empty ``.{name}.{random}.tmp`` (TEMPORARY_NAME) in ``folder``; return
+    (descriptor, path).
 
     ``os.open`` with mode 0o666 lets the kernel apply the umask, as for any newly created file.
     """
