@@ -16,7 +16,7 @@ from retinanet.cli import options
 from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
-from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
+from retinanet.models.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.training.setup import TrainingError
 from retinanet.training.trainer import train_to_end
 from retinanet.util.script import run_script

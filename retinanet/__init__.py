@@ -1,7 +1,7 @@
 """RetinaNet (Lin et al., 2017) for COCO-format datasets: model, data, loss, training and evaluation.
 
 For detections in your own code, ``from retinanet import Detector`` (see ``retinanet/detector.py``);
-to train from Python, ``retinanet.train(config, **flags)`` (see ``retinanet/training.py``).
+to train from Python, ``retinanet.train(config, **flags)`` (see ``retinanet/api.py``).
 """
 
 __version__ = "1.1.0"
@@ -14,6 +14,6 @@ def __getattr__(name):
         from retinanet.detector import Detector
         return Detector
     if name == "train":
-        from retinanet.training import train
+        from retinanet.api import train
         return train
     raise AttributeError(f"module 'retinanet' has no attribute {name!r}")

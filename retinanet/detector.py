@@ -26,7 +26,7 @@ from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
 from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.postprocess import PostProcessor
-from retinanet.runs.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from retinanet.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from retinanet.util.device import resolve_device
 
 

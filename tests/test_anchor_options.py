@@ -19,7 +19,7 @@ from retinanet.deploy.metadata import ExportedModelError, build_metadata, decode
 from retinanet.models.anchors import AnchorGenerator, feature_sizes_for_image
 from retinanet.models.retinanet import build_model, model_options
 from retinanet.models.transfer import TORCHVISION_VARIANTS
-from retinanet.runs.checkpoint import CheckpointError, check_model_description, load_checkpoint
+from retinanet.models.checkpoint import CheckpointError, check_model_description, load_checkpoint
 from retinanet.cli.options import build_train_parser
 from retinanet.training.trainer import Trainer
 from scripts import TINY_TRAIN_FLAGS, load_script, single_thread

@@ -28,7 +28,7 @@ from retinanet.data.synthetic import generate_dataset
 from retinanet.evaluation.coco_eval import GroundTruthError, load_gt_json
 from retinanet.models.backbone import PretrainedWeightsError, ResNet, check_pretrained_file, load_pretrained_backbone
 from retinanet.models.retinanet import build_model
-from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_model_weights, model_from_checkpoint
+from retinanet.models.checkpoint import CheckpointError, atomic_torch_save, load_model_weights, model_from_checkpoint
 from scripts import ROOT, load_script
 
 ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -6,7 +6,7 @@ import pytest
 
 import retinanet
 from retinanet.data.synthetic import generate_dataset
-from retinanet.training import TrainingConfigError
+from retinanet.api import TrainingConfigError
 from scripts import load_script
 
 train_script = load_script("train")

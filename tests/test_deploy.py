@@ -22,7 +22,7 @@ from retinanet.deploy.export import (RAW_TOLERANCE, check_against_torch, detecti
 from retinanet.deploy.extras import MissingExtraError, import_extras
 from retinanet.deploy.metadata import read_metadata
 from retinanet.deploy.quantize import Calibration, CalibrationImages
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from retinanet.util.device import isa_limit
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, single_thread
 

@@ -12,7 +12,7 @@ from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import load_image_rgb
 from retinanet.data.synthetic import generate_dataset
 from retinanet.models.retinanet import build_model
-from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save
+from retinanet.models.checkpoint import CheckpointError, atomic_torch_save
 from scripts import load_script
 
 test_script = load_script("test")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from retinanet.data.synthetic import generate_dataset
 from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
 

@@ -14,7 +14,7 @@ import torch
 from retinanet.data.synthetic import generate_dataset
 from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.retinanet import build_model
-from retinanet.runs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from retinanet.models.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from retinanet.training import setup as training_setup
 from retinanet.training import trainer as trainer_module
 from retinanet.util.script import run_script

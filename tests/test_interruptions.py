@@ -15,7 +15,7 @@ import torch
 
 from retinanet.data.synthetic import generate_dataset
 from retinanet.training import trainer as trainer_module
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from retinanet.runs.run_dir import RunDir, RunLog
 from scripts import ROOT, load_script
 

@@ -19,7 +19,7 @@ from retinanet.models.loss import RetinaNetLoss
 from retinanet.models.precision import (RELATIVE_ERROR_BOUND, Float32Conv2d, check_input_sizes, check_model,
                                         relative_error, settle_precision)
 from retinanet.models.retinanet import RetinaNet
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from retinanet.data.synthetic import generate_dataset
 from retinanet.util.device import cpu_has_native_bfloat16
 from scripts import load_script, single_thread

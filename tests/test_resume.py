@@ -7,7 +7,7 @@ import pytest
 
 from retinanet.data.synthetic import generate_dataset
 from retinanet.cli import options
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from scripts import TINY_TRAIN_FLAGS, load_script
 
 train_script = load_script("train")

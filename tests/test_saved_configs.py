@@ -8,7 +8,7 @@ import torch
 
 from retinanet.config import CONFIG_VERSION, SavedConfigError, migrate_saved_config
 from retinanet.data.synthetic import generate_dataset
-from retinanet.runs.checkpoint import load_checkpoint
+from retinanet.models.checkpoint import load_checkpoint
 from scripts import ROOT, load_script
 
 train_script = load_script("train")

@@ -12,7 +12,7 @@ from retinanet.engine import DeviceConfig
 from retinanet.models.retinanet import RetinaNet, build_model
 from retinanet.models.transfer import (TransferError, convert_torchvision_state, coco_classes, match_classes,
                                        transfer_weights)
-from retinanet.runs.checkpoint import load_model_weights
+from retinanet.models.checkpoint import load_model_weights
 from scripts import load_script
 
 UNUSED_COCO_IDS = [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]  # background and the ids COCO never used

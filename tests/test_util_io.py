@@ -9,7 +9,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from retinanet.runs.checkpoint import atomic_torch_save
+from retinanet.models.checkpoint import atomic_torch_save
 from retinanet.util.io import atomic_write, write_bytes, write_figure_png, write_json, write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

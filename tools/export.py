@@ -21,7 +21,7 @@ from retinanet.data.image_io import ImageReadError
 from retinanet.deploy.export import ExportCheckError, export_checkpoint, generated_images, read_images_for_check
 from retinanet.deploy.extras import MissingExtraError
 from retinanet.cli import options
-from retinanet.runs.checkpoint import CheckpointError
+from retinanet.models.checkpoint import CheckpointError
 from retinanet.util.script import run_script
 
 

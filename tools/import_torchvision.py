@@ -20,7 +20,7 @@ from retinanet.models.backbone import describe_load_error
 from retinanet.models.transfer import (TORCHVISION_SOURCE_NAMES, TORCHVISION_VARIANTS, TransferError,
                                        convert_torchvision_state, torchvision_weights)
 from retinanet.cli import options
-from retinanet.runs.checkpoint import atomic_torch_save, load_model_weights, CheckpointError
+from retinanet.models.checkpoint import atomic_torch_save, load_model_weights, CheckpointError
 from retinanet.models.retinanet import build_model
 from retinanet.util.downloads import DownloadError, fetch
 from retinanet.util.script import run_script

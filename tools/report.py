@@ -3,7 +3,7 @@
     python tools/report.py output/<run>
     python tools/report.py output/<run> --redraw --coco_path ./data --device cpu
 
-The page is self-contained (see retinanet/runs/report.py); open it in any browser. When the
+The page is self-contained (see retinanet/reporting/page.py); open it in any browser. When the
 folder has no picture of validation predictions yet (or with --redraw), one is drawn by running
 the run's model_final.pt (else checkpoint_best.pt, else checkpoint_last.pt) on a few images of
 its validation set. Training writes the page after every evaluation; test.py --output_dir
@@ -20,9 +20,9 @@ from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
 from retinanet.evaluation.analysis_plots import find_best_threshold
 from retinanet.runs import tables
-from retinanet.runs.checkpoint import CheckpointError
-from retinanet.runs.report import write_report
-from retinanet.runs.report_grid import (NUM_IMAGES, draw_predictions_grid, find_checkpoint, grid_path,
+from retinanet.models.checkpoint import CheckpointError
+from retinanet.reporting.page import write_report
+from retinanet.reporting.prediction_grid import (NUM_IMAGES, draw_predictions_grid, find_checkpoint, grid_path,
                                         predictions_from_checkpoint)
 from retinanet.util.device import DEVICE_CHOICES
 from retinanet.util.script import run_script

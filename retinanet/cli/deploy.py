@@ -10,7 +10,7 @@ from retinanet.deploy.metadata import ExportedModelError
 from retinanet.deploy.quantize import Calibration
 from retinanet.detector import Detector
 from retinanet.cli import options
-from retinanet.runs.checkpoint import CheckpointError
+from retinanet.models.checkpoint import CheckpointError
 
 DEFAULT_CALIBRATION_IMAGES = 32
 

@@ -26,7 +26,7 @@ from retinanet.deploy.extras import import_extras
 from retinanet.deploy.metadata import build_metadata, set_metadata
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.retinanet import model_options
-from retinanet.runs.checkpoint import (CheckpointError, check_model_description, load_checkpoint,
+from retinanet.models.checkpoint import (CheckpointError, check_model_description, load_checkpoint,
                                        model_from_checkpoint)
 from retinanet.util.io import WriteError, file_sha256, write_bytes
 

@@ -82,7 +82,7 @@ def check_anchor_values(sizes, scales, ratios):
 
 def anchor_option_rules(options):
     """(name, rule, whether ``options`` follows it) for each anchor option present in ``options`` (a
-    saved model description): the form ``runs.checkpoint`` and ``deploy.metadata`` check."""
+    saved model description): the form ``models.checkpoint`` and ``deploy.metadata`` check."""
     present = {name: options[name] for name in ("anchor_sizes", "anchor_scales", "anchor_ratios")
                if options.get(name) is not None}
     values = {"sizes": present.get("anchor_sizes", DEFAULT_SIZES),

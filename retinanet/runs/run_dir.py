@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from retinanet.runs.checkpoint import atomic_torch_save
+from retinanet.models.checkpoint import atomic_torch_save
 from retinanet.util.io import (TEMPORARY_NAME, WriteError, os_error_reason, probe_folder, read_utf8, write_json,
                                write_text)
 

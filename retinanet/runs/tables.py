@@ -6,7 +6,7 @@ run has finished, ``summary.json``. A folder without ``summary.json`` is still r
 
 Per-run rows give the best epoch's COCO numbers (best by AP, over the epochs that were
 evaluated), the last epoch's loss and the wall time. Where the folder holds ``report.html``
-(``runs.report``), the run's name in the Markdown table links to it. ``aggregate`` groups runs that differ only
+(``reporting.page``), the run's name in the Markdown table links to it. ``aggregate`` groups runs that differ only
 in their seed and reports the mean and sample standard deviation of AP, AP50, AP75 and the
 final loss.
 """

@@ -24,7 +24,7 @@ from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.retinanet import build_model, model_options
 from retinanet.models.transfer import TransferError, transfer_weights
 from retinanet.optim import build_optimizer
-from retinanet.runs.checkpoint import model_from_checkpoint
+from retinanet.models.checkpoint import model_from_checkpoint
 from retinanet.config import resolve_training_args
 from retinanet.training.start import StartError, apply_start, resolve_start
 from retinanet.util.device import resolve_device as resolve_device_name

@@ -21,7 +21,7 @@ from retinanet.models.backbone import PretrainedWeightsError, check_pretrained_f
 from retinanet.models.retinanet import MODEL_ARG_NAMES, MODEL_OPTION_DEFAULTS, model_options
 from retinanet.models.transfer import (TORCHVISION_SOURCE_NAMES, TransferError, convert_torchvision_state,
                                        is_torchvision_state, torchvision_weights)
-from retinanet.runs.checkpoint import CheckpointError, check_model_description
+from retinanet.models.checkpoint import CheckpointError, check_model_description
 from retinanet.util.downloads import DownloadError, fetch
 
 PRETRAINED_KEYWORDS = ("auto", "imagenet", "none")

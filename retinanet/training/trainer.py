@@ -16,7 +16,7 @@ from retinanet.engine import (EpochProgress, LossExplosionWatch, NonFiniteLossEr
                               evaluate, train_one_epoch)
 from retinanet.models.postprocess import PostProcessor
 from retinanet.optim import build_lr_scheduler
-from retinanet.runs.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
+from retinanet.models.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
 from retinanet.config import CONFIG_VERSION, resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
 from retinanet.training.setup import TrainingError, resolve_device, set_up_training
@@ -197,7 +197,7 @@ class Trainer:
                 time.perf_counter() - self.fit_started, epoch + 1 - self.start_epoch, args.epochs - epoch - 1))
             self.run.plot_curves()
             if "coco" in record:  # report.html follows every evaluation; matplotlib is loaded only then
-                from retinanet.runs.report import update_after_evaluation
+                from retinanet.reporting.page import update_after_evaluation
                 update_after_evaluation(self.run.path, self.val_loader.dataset, results, epoch + 1)
         distributed.barrier()
 

@@ -6,7 +6,7 @@ bottom: the run's status and settings (``config.json``), the loss and AP curves 
 the latest evaluation's 12 COCO numbers (``metrics.jsonl``, else ``{set}_metrics.json``), the
 per-class table and the analysis plots (``{set}_analysis.json`` and ``{set}_*.png``, see
 ``evaluation.analysis``), and validation pictures with ground truth and predictions
-(``{set}_predictions.png``, ``runs.report_grid``). ``{set}`` is the run's ``--val_set``. A part
+(``{set}_predictions.png``, ``reporting.prediction_grid``). ``{set}`` is the run's ``--val_set``. A part
 whose file is missing says so in one grey line.
 
 Every text that comes from a file (flags, paths, class names) goes through ``html.escape``.
@@ -22,7 +22,7 @@ import time
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD, analyze_detections
 from retinanet.evaluation.analysis_plots import analysis_paths, write_analysis
 from retinanet.evaluation.coco_eval import COCO_STAT_NAMES, STAT_LABELS
-from retinanet.runs.report_grid import draw_predictions_grid, grid_path
+from retinanet.reporting.prediction_grid import draw_predictions_grid, grid_path
 from retinanet.runs.run_dir import REPORT_FILE
 from retinanet.runs.tables import best_record, format_duration, load_run
 from retinanet.util.io import read_json_object, write_text
