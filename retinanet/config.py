@@ -301,8 +301,9 @@ def resolve_training_args(args=None, **overrides):
     applied, then the derived defaults resolved (``--milestones`` from ``--epochs``, ``--norm auto``).
 
     train.py and ``Trainer`` both call this, so a Trainer built from code trains exactly what the
-    same flags on the command line would. (--norm auto with --pretrained auto, and
-    --trainable_layers, wait for the start: ``training.start.apply_start``.)"""
+    same flags on the command line would. Where the start is known from the flags alone, ``--norm
+    auto`` and ``--trainable_layers`` are settled too (``start_defaults``); with --pretrained auto
+    or --init_from they wait for the start (``training.start.apply_start``, the same rule).)"""
     values = TrainConfig().flat()
     values.update(vars(args) if args is not None else {})
     values.update(overrides)
@@ -311,13 +312,27 @@ def resolve_training_args(args=None, **overrides):
     values.update(augment_settings(values))  # the --augment preset fills the knobs not given
     for name, default in MODEL_OPTION_DEFAULTS.items():
         values.setdefault(name, default)
-    if values["norm"] == "auto" and not values["init_from"]:
-        # ``auto`` waits for the start (training.start.apply_start) when ImageNet weights may be found.
-        if values["pretrained"] in (None, "none"):
-            values["norm"] = "gn"
-        elif values["pretrained"] != "auto":
-            values["norm"] = "frozen_bn"
+    if not values["init_from"] and values["pretrained"] != "auto":
+        # Otherwise whether the run starts from weights waits for the start (training.start).
+        values.update(start_defaults(values, from_weights=values["pretrained"] not in (None, "none")))
     return argparse.Namespace(**values)
+
+
+FINE_TUNING_TRAINABLE_LAYERS = 3  # torchvision's default when starting from pretrained weights
+ALL_LAYERS = 5
+
+
+def start_defaults(values, from_weights):
+    """The options whose default depends on whether the run starts from pretrained weights, as
+    {name: value} for those left to it: ``--norm auto`` becomes frozen_bn (the pretrained statistics
+    kept) or gn (from scratch), and an unset ``--trainable_layers`` 3 (stem and first stage frozen)
+    or 5 (every stage trains)."""
+    settled = {}
+    if values.get("norm", "auto") == "auto":
+        settled["norm"] = "frozen_bn" if from_weights else "gn"
+    if values.get("trainable_layers") is None:
+        settled["trainable_layers"] = FINE_TUNING_TRAINABLE_LAYERS if from_weights else ALL_LAYERS
+    return settled
 
 
 class SavedConfigError(ValueError):

@@ -246,3 +246,30 @@ def test_training_without_the_named_validation_set_warns_with_the_sets_found(gen
     assert "no validation set 'val' under" in capsys.readouterr().err
     _, _, val_loader = build_data(resolve_training_args(args, val_set="valid"), torch.device("cpu"), 0, 1)
     assert len(val_loader.dataset) == 4 and val_loader.dataset.image_dir == str(root / "valid")
+
+
+def test_each_set_is_found_once_and_its_annotation_file_read_once_with_the_check(generated, monkeypatch):
+    """The dataset check hands its parsed file to the dataset: a run's set-up parses each set's JSON
+    once, and the training set's recorded SHA-256 is the file's."""
+    import hashlib
+
+    from retinanet.data import layout
+    from retinanet.training import setup
+
+    parsed, located = [], []
+    real_loads, real_resolve = json.loads, layout.resolve_set
+    monkeypatch.setattr(json, "loads", lambda text, *a, **k: parsed.append(len(text)) or real_loads(text, *a, **k))
+    for module in (layout, setup, __import__("retinanet.data.check", fromlist=["x"]),
+                   __import__("retinanet.data.coco", fromlist=["x"])):
+        if hasattr(module, "resolve_set"):
+            monkeypatch.setattr(module, "resolve_set",
+                                lambda *a, **k: located.append(a[1]) or real_resolve(*a, **k))
+    args = resolve_training_args(Namespace(coco_path=str(generated), workers=0, batch_size=4))
+    loaded = setup.load_datasets(args, check=True)
+    train_set, _, val_loader = build_data(args, torch.device("cpu"), 0, 1, loaded)
+    sizes = sorted((generated / f"{name}.json").stat().st_size for name in ("train", "val"))
+    assert sorted(parsed) == sizes
+    assert sorted(located) == ["train", "val"]
+    assert len(train_set) == 8 and len(val_loader.dataset) == 4
+    digest = hashlib.sha256((generated / "train.json").read_bytes()).hexdigest()
+    assert setup.training_set_record(train_set)["sha256"] == digest

@@ -23,6 +23,7 @@ covers ``x <= u <= x + width``, and clipping is to ``[0, image width] x [0, imag
 The report classes (``DatasetReport``, ``Problem``, ``DatasetError`` and the kind tables) live
 in ``retinanet.data.report`` and are importable from here too.
 """
+import hashlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from retinanet.data.image_io import ImageReadError, verify_image_file
-from retinanet.data.layout import SetNotFoundError, resolve_set
+from retinanet.data.layout import LoadedSet, SetNotFoundError, resolve_set
 from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
 from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
@@ -87,24 +88,26 @@ def sanitize_box(bbox_xywh, width, height):
 
 
 def check_dataset(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16,
-                  json_path=None, image_dir=None):
+                  json_path=None, image_dir=None, files=None):
     """Check the set ``set_name`` under ``root`` (or the explicit ``json_path`` and ``image_dir``,
-    as ``data.layout.resolve_set`` finds them) and its images; return a DatasetReport of every problem.
+    as ``data.layout.resolve_set`` finds them, or the SetFiles ``files`` already found) and its
+    images; return a DatasetReport of every problem, whose ``loaded`` is the parsed set.
 
     ``check_images=False`` skips the image files. Image headers are read by ``num_threads``
     threads; files are decoded only when their end marker is missing or their format has none.
     """
     try:
-        files = resolve_set(root, set_name, json_path, image_dir)
+        files = files or resolve_set(root, set_name, json_path, image_dir)
     except SetNotFoundError as error:
         report = DatasetReport(set_name, error.looked_for[0])
         report.add("json_missing", "annotation file not found" if json_path is not None else
                    f"annotation file not found in any known layout under {root}; {error.search}")
         return report
     report = DatasetReport(set_name, files.json_path)
-    data = _load_json(files.json_path, max_json_bytes, report)
+    data, sha256 = _load_json(files.json_path, max_json_bytes, report)
     if data is None:
         return report
+    report.loaded = LoadedSet(files, data, sha256)
     images = check_coco_dict(data, report, files.image_dir)
     if check_images and images:
         _check_image_files(files.image_dir, images, report, num_threads)
@@ -131,9 +134,9 @@ def check_coco_dict(data, report, image_dir=None):
 
 
 def validate_or_raise(root, set_name, check_images=True, max_json_bytes=MAX_JSON_BYTES, num_threads=16,
-                      json_path=None, image_dir=None):
+                      json_path=None, image_dir=None, files=None):
     """Run check_dataset; raise DatasetError when the set is unusable, else return the report."""
-    report = check_dataset(root, set_name, check_images, max_json_bytes, num_threads, json_path, image_dir)
+    report = check_dataset(root, set_name, check_images, max_json_bytes, num_threads, json_path, image_dir, files)
     if not report.ok:
         raise DatasetError(report)
     return report
@@ -146,27 +149,29 @@ class _ImageEntry(NamedTuple):
 
 
 def _load_json(json_path, max_json_bytes, report):
+    """(the parsed top-level object, the file's SHA-256), or (None, None) with the problem reported."""
     if not os.path.isfile(json_path):
         report.add("json_missing", "annotation file not found")
-        return None
+        return None, None
     size = os.path.getsize(json_path)
     if size > max_json_bytes:
         report.add("json_too_large",
                    f"file is {size} bytes, over the limit of {max_json_bytes} bytes (max_json_bytes)")
-        return None
+        return None, None
     try:
         with open(json_path, "rb") as file:
-            data = json.load(file)
+            raw = file.read()
+        data = json.loads(raw)
     except (OSError, ValueError) as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         report.add("json_invalid", f"not valid JSON: {error}")
-        return None
+        return None, None
     except RecursionError:  # arrays or objects nested thousands deep exhaust the parser's stack
         report.add("json_invalid", "not valid JSON for a dataset: nested too deeply")
-        return None
+        return None, None
     if not isinstance(data, dict):
         report.add("json_structure", f"top level must be a JSON object, got {type(data).__name__}")
-        return None
-    return data
+        return None, None
+    return data, hashlib.sha256(raw).hexdigest()
 
 
 def _top_level_list(data, key, report):

@@ -16,6 +16,7 @@ The data contract, used everywhere in this package. A sample is ``(image, target
 Boxes are cleaned by one rule shared with the dataset checker (``data.check.sanitize_box``):
 clipped to the image, dropped when under 1 px wide or high; ``iscrowd`` regions are not trained on.
 """
+import hashlib
 import json
 import os
 import sys
@@ -26,30 +27,28 @@ from torch.utils.data import Dataset
 
 from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
 from retinanet.data.image_io import ImageReadError, load_image_rgb
-from retinanet.data.layout import DatasetLoadError, resolve_set
+from retinanet.data.layout import DatasetLoadError, LoadedSet, resolve_set
 
-__all__ = ["CocoDetection", "DatasetLoadError"]
+__all__ = ["CocoDetection", "DatasetLoadError", "read_set"]
 
 
 class CocoDetection(Dataset):
     """The set ``set_name`` under ``root`` (any layout of ``data.layout``), or the explicit ``json_path``
-    and ``image_dir``. Raises DatasetLoadError (SetNotFoundError when no layout holds the set)."""
+    and ``image_dir``; or ``loaded``, a set the dataset check has already read (``DatasetReport.loaded``),
+    taken as it is. ``json_sha256`` is the annotation file's SHA-256. Raises DatasetLoadError
+    (SetNotFoundError when no layout holds the set)."""
 
     def __init__(self, root, set_name, transform, skip_unreadable=False, max_json_bytes=MAX_JSON_BYTES,
-                 json_path=None, image_dir=None):
+                 json_path=None, image_dir=None, loaded=None):
         self.root = root
         self.set_name = set_name
-        self.json_path, self.image_dir, self.layout = resolve_set(root, set_name, json_path, image_dir)
+        if loaded is None:
+            loaded = read_set(resolve_set(root, set_name, json_path, image_dir), max_json_bytes)
+        self.json_path, self.image_dir, self.layout = loaded.files
+        self.json_sha256 = loaded.sha256
         self.transform = transform
         self.skip_unreadable = skip_unreadable
-        size = os.path.getsize(self.json_path)
-        if size > max_json_bytes:
-            raise DatasetLoadError(f"{self.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
-        try:
-            with open(self.json_path, "rb") as handle:
-                coco = json.load(handle)
-        except RecursionError:  # arrays nested thousands deep exhaust the parser's stack
-            raise DatasetLoadError(f"{self.json_path}: not valid JSON for a dataset: nested too deeply") from None
+        coco = loaded.data
         categories = sorted(coco["categories"], key=lambda category: category["id"])
         self.label_to_category_id = [int(category["id"]) for category in categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
@@ -132,3 +131,16 @@ class CocoDetection(Dataset):
         }
         return tensor, target
 
+
+def read_set(files, max_json_bytes=MAX_JSON_BYTES):
+    """The LoadedSet of the SetFiles ``files``, for a set the dataset check has not read."""
+    size = os.path.getsize(files.json_path)
+    if size > max_json_bytes:
+        raise DatasetLoadError(f"{files.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
+    with open(files.json_path, "rb") as handle:
+        raw = handle.read()
+    try:
+        data = json.loads(raw)
+    except RecursionError:  # arrays nested thousands deep exhaust the parser's stack
+        raise DatasetLoadError(f"{files.json_path}: not valid JSON for a dataset: nested too deeply") from None
+    return LoadedSet(files, data, hashlib.sha256(raw).hexdigest())

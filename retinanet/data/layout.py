@@ -18,7 +18,7 @@ Nothing here reads a JSON file or imports torch, so the dataset checker can use 
 import os
 from typing import NamedTuple
 
-__all__ = ["LAYOUTS", "DatasetLoadError", "SetFiles", "SetNotFoundError", "candidate_files", "find_sets",
+__all__ = ["LAYOUTS", "DatasetLoadError", "LoadedSet", "SetFiles", "SetNotFoundError", "candidate_files", "find_sets",
            "resolve_set"]
 
 LAYOUTS = ("ours", "coco", "roboflow")
@@ -51,6 +51,14 @@ class SetFiles(NamedTuple):
     json_path: str
     image_dir: str
     layout: str
+
+
+class LoadedSet(NamedTuple):
+    """A set read once: its SetFiles, its parsed annotation file and that file's SHA-256 (hex).
+    The dataset check makes one (``DatasetReport.loaded``) for the dataset to take as it is."""
+    files: SetFiles
+    data: dict
+    sha256: str
 
 
 def candidate_files(root, set_name):

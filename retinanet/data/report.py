@@ -58,6 +58,9 @@ class DatasetReport(ProblemReport):
     class_counts: dict = field(default_factory=dict)  # category name -> annotations, in id order
     num_images: int = 0
     num_annotations: int = 0
+    # The set as read (data.layout.LoadedSet), for the dataset to take without reading it again;
+    # None when the file could not be read or parsed.
+    loaded: object = field(default=None, repr=False, compare=False)
     images_without_annotations: int = 0
 
     @property

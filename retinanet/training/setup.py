@@ -13,8 +13,8 @@ import torch
 
 from retinanet.data.augment import TrainAugmentation, augment_settings
 from retinanet.data.check import validate_or_raise
-from retinanet.data.coco import CocoDetection
-from retinanet.data.layout import candidate_files, find_sets
+from retinanet.data.coco import CocoDetection, read_set
+from retinanet.data.layout import SetNotFoundError, find_sets, resolve_set
 from retinanet.data.loader import build_loader
 from retinanet.data.transforms import EvalTransform
 from retinanet.engine import DeviceConfig
@@ -28,7 +28,6 @@ from retinanet.models.checkpoint import model_from_checkpoint
 from retinanet.config import resolve_training_args
 from retinanet.training.start import StartError, apply_start, resolve_start
 from retinanet.util.device import resolve_device as resolve_device_name
-from retinanet.util.io import file_sha256
 
 
 class TrainingError(Exception):
@@ -71,9 +70,8 @@ def set_up_training(args, device, *, rank=0, world_size=1, resume_state=None, ty
     typed_flags: the flags given on the command line (see training.start.apply_start);
     precision_fallback: the reason an earlier segment of the run switched to float32."""
     torch.manual_seed(args.seed)
-    if rank == 0 and not args.skip_dataset_check:
-        check_datasets(args)
-    train_set, train_loader, val_loader = build_data(args, device, rank, world_size)
+    loaded = load_datasets(args, check=rank == 0 and not args.skip_dataset_check)
+    train_set, train_loader, val_loader = build_data(args, device, rank, world_size, loaded)
     train_data, change = training_set_record(train_set), None
     if resume_state is not None:
         check_resumable(args, resume_state, train_set)
@@ -120,29 +118,46 @@ def resolve_device(name):
 
 
 
-def check_datasets(args):
-    """The dataset check train.py runs before anything is written; raises DatasetError."""
-    sets = [(args.train_set, args.train_json, args.train_images)]
-    if _has_val_set(args):
-        sets.append((args.val_set, args.val_json, args.val_images))
-    for set_name, json_path, image_dir in sets:
-        report = validate_or_raise(args.coco_path, set_name, json_path=json_path, image_dir=image_dir)
-        if report.fixes:
-            print(report.format(max_lines=10))
+def load_datasets(args, check=True):
+    """{"train": LoadedSet, "val": LoadedSet or None}: each set found once (data.layout) and its
+    annotation file read once, by the dataset check train.py runs before anything is written when
+    ``check`` (DatasetError for an unusable set; the fixes the loader will make are printed), else
+    directly. No validation set when --val_set is '' or, with a warning, names no set."""
+    sets = {"train": (args.train_set, args.train_json, args.train_images, None)}
+    if args.val_set:
+        files = None if args.val_json else _find_set(args.coco_path, args.val_set, args.val_images)
+        if args.val_json or files:
+            sets["val"] = (args.val_set, args.val_json, args.val_images, files)
+        else:
+            print(f"warning: no validation set '{args.val_set}' under {args.coco_path} (sets found: "
+                  f"{', '.join(find_sets(args.coco_path)) or 'none'}): evaluation disabled; name one with --val_set or "
+                  "--val_json", file=sys.stderr)
+    loaded = {"val": None}
+    for role, (set_name, json_path, image_dir, files) in sets.items():
+        if check:
+            report = validate_or_raise(args.coco_path, set_name, json_path=json_path, image_dir=image_dir, files=files)
+            if report.fixes:
+                print(report.format(max_lines=10))
+            loaded[role] = report.loaded
+        else:
+            loaded[role] = read_set(files or resolve_set(args.coco_path, set_name, json_path, image_dir))
+    return loaded
 
 
-def _has_val_set(args):
-    """True when --val_json is given, or --val_set (not '') is a set under --coco_path in any layout."""
-    if not args.val_set:
-        return False
-    return bool(args.val_json) or any(os.path.isfile(files.json_path)
-                                      for files in candidate_files(args.coco_path, args.val_set))
+def _find_set(root, set_name, image_dir):
+    """SetFiles of ``set_name`` under ``root`` in any layout, or None."""
+    try:
+        return resolve_set(root, set_name, image_dir=image_dir)
+    except SetNotFoundError:
+        return None
 
 
-def build_data(args, device, rank, world_size):
-    """(training set, training loader, validation loader or None)."""
+def build_data(args, device, rank, world_size, loaded=None):
+    """(training set, training loader, validation loader or None) of the sets ``load_datasets`` read
+    (read here, unchecked, when ``loaded`` is None)."""
+    loaded = loaded or load_datasets(args, check=False)
     train_set = CocoDetection(args.coco_path, args.train_set, TrainAugmentation.from_args(args),
-                              skip_unreadable=True, json_path=args.train_json, image_dir=args.train_images)
+                              skip_unreadable=True, loaded=loaded["train"])
     pin_memory = device.type == "cuda"
     train_loader = build_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=args.drop_last,
                                 seed=args.seed, workers=args.workers, pin_memory=pin_memory, rank=rank,
@@ -152,22 +167,17 @@ def build_data(args, device, rank, world_size):
     if len(train_loader) == 0:
         raise TrainingError(f"{train_set.json_path}: no full batch of {args.batch_size} images "
                          "(lower --batch_size or drop --drop_last)")
-    return train_set, train_loader, build_val_loader(args, train_set, pin_memory, rank, world_size)
+    return train_set, train_loader, build_val_loader(args, train_set, loaded["val"], pin_memory, rank, world_size)
 
 
-def build_val_loader(args, train_set, pin_memory, rank, world_size):
-    """The validation loader, or None (with a warning) when --val_set names no set or the set has no
-    annotations; --val_set '' gives None silently. A validation set whose categories differ from the
-    training set's ends the program, since its scores would mean nothing."""
-    if not args.val_set:
-        return None
-    if not _has_val_set(args):
-        print(f"warning: no validation set '{args.val_set}' under {args.coco_path} (sets found: "
-              f"{', '.join(find_sets(args.coco_path)) or 'none'}): evaluation disabled; name one with --val_set or "
-              "--val_json", file=sys.stderr)
+def build_val_loader(args, train_set, loaded, pin_memory, rank, world_size):
+    """The validation loader of the LoadedSet ``loaded``, or None (with a warning when the set has
+    no annotations). A validation set whose categories differ from the training set's ends the
+    program, since its scores would mean nothing."""
+    if loaded is None:
         return None
     val_set = CocoDetection(args.coco_path, args.val_set, EvalTransform(args.min_side, args.max_side),
-                            skip_unreadable=True, json_path=args.val_json, image_dir=args.val_images)
+                            skip_unreadable=True, loaded=loaded)
     if (val_set.class_names, val_set.label_to_category_id) != (train_set.class_names, train_set.label_to_category_id):
         raise TrainingError(f"{val_set.json_path} has categories {_categories(val_set)}, but the training set "
                          f"{train_set.json_path} has {_categories(train_set)}; validate on a set of the same classes")
@@ -204,7 +214,7 @@ def check_resumable(args, state, train_set):
 def training_set_record(train_set):
     """What identifies the training set in a checkpoint: its annotation file, that file's SHA-256
     and its number of images."""
-    return {"json": os.path.abspath(train_set.json_path), "sha256": file_sha256(train_set.json_path),
+    return {"json": os.path.abspath(train_set.json_path), "sha256": train_set.json_sha256,
             "images": len(train_set)}
 
 

@@ -17,6 +17,7 @@ import pickle
 
 import torch
 
+from retinanet.config import start_defaults
 from retinanet.models.backbone import PretrainedWeightsError, check_pretrained_file, describe_load_error
 from retinanet.models.retinanet import MODEL_ARG_NAMES, MODEL_OPTION_DEFAULTS, model_options
 from retinanet.models.transfer import (TORCHVISION_SOURCE_NAMES, TransferError, convert_torchvision_state,
@@ -25,8 +26,6 @@ from retinanet.models.checkpoint import CheckpointError, check_model_description
 from retinanet.util.downloads import DownloadError, fetch
 
 PRETRAINED_KEYWORDS = ("auto", "imagenet", "none")
-FINE_TUNING_TRAINABLE_LAYERS = 3  # torchvision's default when starting from pretrained weights
-ALL_LAYERS = 5
 
 
 class StartError(ValueError):
@@ -122,10 +121,8 @@ def apply_start(args, start, defaults, typed=None):
             setattr(args, name, options[name])
         if changed:
             lines.append(f"network options from {start.detector.description}: {', '.join(changed)}")
-    if args.norm == "auto":
-        args.norm = "frozen_bn" if start.from_weights else "gn"
-    if args.trainable_layers is None:
-        args.trainable_layers = FINE_TUNING_TRAINABLE_LAYERS if start.from_weights else ALL_LAYERS
+    for name, value in start_defaults(vars(args), start.from_weights).items():
+        setattr(args, name, value)
     args.start = start.description
     return lines
 
