@@ -10,7 +10,7 @@ from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resne
 from retinanet.detector import Detector
 from retinanet.engine import DeviceConfig
 from retinanet.models.retinanet import RetinaNet, build_model
-from retinanet.models.transfer import (TransferError, convert_torchvision_state, coco_classes, match_classes,
+from retinanet.models.transfer import (TORCHVISION_VARIANTS, TransferError, convert_torchvision_state, coco_classes, match_classes,
                                        transfer_weights)
 from retinanet.models.checkpoint import load_model_weights
 from scripts import load_script
@@ -81,6 +81,54 @@ def test_imported_torchvision_model_detects_exactly_what_torchvision_does(varian
         assert np.array_equal(got["category_ids"], want["labels"][:100].numpy())
 
 
+# (height, width) of images on which the nominal strides and torchvision's (padded side // grid) differ:
+# 800 // 7 = 114 on P7 and 800 // 13 = 61 on P6; 480 // 4 = 120; 768 // 6 = 128 but 1344 // 11 = 122.
+ODD_SIZES = [(800, 800), (480, 640), (750, 1333)]
+
+
+@pytest.mark.parametrize("padded", [(800, 800), (480, 640), (768, 1344), (256, 384), (96, 1024), (32, 32)])
+def test_the_torchvision_layout_places_anchors_as_torchvision_does_at_any_size(padded):
+    from torchvision.models.detection.image_list import ImageList
+
+    reference = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None).anchor_generator
+    *_, options = convert_torchvision_state(random_torchvision_model("v2").state_dict(), "v2")
+    ours = build_model(80, options).anchor_generator
+    height, width = padded
+    sizes = [(math.ceil(height / 2 ** level), math.ceil(width / 2 ** level)) for level in range(3, 8)]
+    features = [torch.zeros(1, 1, *size) for size in sizes]
+    expected = reference(ImageList(torch.zeros(1, 3, height, width), [(height, width)]), features)[0]
+    assert torch.equal(ours(sizes, torch.device("cpu"), image_size=padded), expected)
+    nominal = ours(sizes, torch.device("cpu"))  # equal only where every grid of over one cell has the nominal stride
+    agree = all(grid == 1 or side // grid == 2 ** level for level, size in zip(range(3, 8), sizes)
+                for side, grid in zip(padded, size))
+    assert torch.equal(nominal, expected) == agree
+    assert agree == (padded in [(256, 384), (32, 32)])
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_imported_models_detect_what_torchvision_does_at_sizes_not_divisible_by_128(variant, one_thread):
+    """Every one of the top 50 detections matches in float32 (1e-4 in score, 0.01 px in box), on
+    images torchvision neither resizes nor pads beyond the multiple of 32."""
+    reference = random_torchvision_model(variant)
+    state, names, category_ids, options = convert_torchvision_state(reference.state_dict(), variant)
+    model = build_model(len(names), options)
+    load_model_weights(model, state)
+    model.eval()
+    rng = np.random.default_rng(1)
+    for height, width in ODD_SIZES:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        reference.transform.min_size, reference.transform.max_size = (min(height, width),), max(height, width)
+        with torch.no_grad():
+            want = reference([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
+        detector = Detector(model, names, category_ids, min_side=min(height, width), max_side=max(height, width),
+                            device_config=DeviceConfig(torch.device("cpu"), None, False))
+        got = detector.predict([image], max_detections=50)[0]
+        assert len(got["scores"]) == 50 and len(want["scores"]) >= 50, (height, width)
+        np.testing.assert_allclose(got["scores"], want["scores"][:50].numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got["boxes"], want["boxes"][:50].numpy(), atol=0.01, rtol=0)
+        assert np.array_equal(got["category_ids"], want["labels"][:50].numpy()), (height, width)
+
+
 def test_the_variant_is_recognised_and_checked():
     state = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict()
     *_, options = convert_torchvision_state(state)
@@ -124,13 +172,24 @@ def test_weights_of_another_network_are_refused():
         transfer_weights(small_detector(3, seed=0), source.state_dict(), ["a", "b", "c"], ["a", "b", "c"])
 
 
-def test_imported_checkpoint_is_read_by_the_detector_and_test_script(tmp_path, images, one_thread):
+def test_imported_checkpoint_is_read_by_the_detector_and_test_script(tmp_path, images, one_thread, capsys,
+                                                                      monkeypatch):
     reference = random_torchvision_model("v2")
     weights = tmp_path / "retinanet_v2.pth"
     torch.save(reference.state_dict(), weights)
     output = tmp_path / "coco_v2.pt"
-    load_script("tools/import_torchvision").main(["--weights", str(weights), "--variant", "v2", "--output",
-                                                  str(output), "--min_side", str(HEIGHT), "--max_side", str(WIDTH)])
+    importer = load_script("tools/import_torchvision")
+    # A conversion that got a network option wrong (here the anchor layout) is caught by the check.
+    monkeypatch.setitem(TORCHVISION_VARIANTS, "v2", dict(TORCHVISION_VARIANTS["v2"], anchor_layout="centred"))
+    with pytest.raises(SystemExit, match="does not compute what torchvision's does.*nothing written"):
+        importer.main(["--weights", str(weights), "--output", str(output)])
+    assert not output.exists()
+    monkeypatch.undo()
+    importer.main(["--weights", str(weights), "--variant", "v2", "--output", str(output), "--min_side", str(HEIGHT),
+                   "--max_side", str(WIDTH)])
+    printed = capsys.readouterr().out
+    assert "checked against torchvision's own v2 in float32 on a 480x640 image: anchors identical" in printed
+    assert float(printed.split("largest difference ")[1].split()[0]) < 1e-3
     detector = Detector.from_checkpoint(str(output), device="cpu", amp="off")
     names, category_ids = coco_classes()
     assert detector.class_names == names and detector.category_ids == category_ids

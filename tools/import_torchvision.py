@@ -10,6 +10,8 @@
 or downloaded into it once. The checkpoint holds the network options that make its detections
 torchvision's own, the 80 COCO class names and their COCO category ids, and torchvision's image
 sizes (short side 800, long side at most 1333) unless --min_side / --max_side say otherwise.
+Before writing, the converted network and torchvision's own run on one 480x640 image in float32;
+different anchors, or score logits or box deltas more than 1e-3 apart, write nothing.
 """
 import argparse
 import pickle
@@ -18,12 +20,16 @@ import torch
 
 from retinanet.models.backbone import describe_load_error
 from retinanet.models.transfer import (TORCHVISION_SOURCE_NAMES, TORCHVISION_VARIANTS, TransferError,
-                                       convert_torchvision_state, torchvision_weights)
+                                       compare_with_torchvision, convert_torchvision_state, torchvision_weights)
 from retinanet.cli import options
 from retinanet.models.checkpoint import atomic_torch_save, load_model_weights, CheckpointError
 from retinanet.models.retinanet import build_model
 from retinanet.util.downloads import DownloadError, fetch
 from retinanet.util.script import run_script
+
+# Largest difference in raw outputs (logits, deltas) from torchvision's, in float32: summation order
+# alone moves them by about 1e-5.
+CHECK_TOLERANCE = 1e-3
 
 
 def parse_args(argv=None):
@@ -36,6 +42,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="checkpoint file to write")
     parser.add_argument("--min_side", type=int, default=800, help="short side of the input (default: 800)")
     parser.add_argument("--max_side", type=int, default=1333, help="longest long side of the input (default: 1333)")
+    parser.add_argument("--no_check", action="store_true",
+                        help="skip the check against torchvision's own model (two ResNet-50 passes over a 480x640 "
+                             "image in float32, a few seconds)")
     args = parser.parse_args(argv)
     options.check_output_file(parser, args.output, "--output")
     return args
@@ -80,9 +89,18 @@ def main(argv=None):
         load_model_weights(model, converted, path)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
+    variant = "v2" if options["p6_from"] == "c5" else "v1"
+    if not args.no_check:
+        check = compare_with_torchvision(model, state, variant, category_ids)
+        worst = max(check["max_score_logit_diff"], check["max_box_delta_diff"])
+        print(f"checked against torchvision's own {variant} in float32 on a 480x640 image: anchors "
+              f"{'identical' if check['anchors_equal'] else 'DIFFERENT'}, largest difference {worst:.2g} in score "
+              "logits and box deltas")
+        if not check["anchors_equal"] or worst > CHECK_TOLERANCE:
+            raise SystemExit(f"error: {path}: the converted model does not compute what torchvision's does "
+                             f"({check}); nothing written")
     atomic_torch_save({"model": model.state_dict(), "args": model_args, "class_names": class_names,
                        "category_ids": category_ids, "epoch": 0}, args.output)
-    variant = "v2" if options["p6_from"] == "c5" else "v1"
     print(f"wrote {args.output}: torchvision's COCO RetinaNet {variant} from {path}, {len(class_names)} classes, "
           f"input {args.min_side}-{args.max_side} px")
 

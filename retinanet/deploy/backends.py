@@ -64,7 +64,7 @@ class ExportedModel:
         return {
             "cls_logits": torch.from_numpy(np.ascontiguousarray(cls_logits)),
             "box_deltas": torch.from_numpy(np.ascontiguousarray(box_deltas)),
-            "anchors": self.anchor_generator(sizes, torch.device("cpu")),
+            "anchors": self.anchor_generator(sizes, torch.device("cpu"), image_size=(height, width)),
             "level_sizes": level_sizes,
             "box_coding_std": self.box_coding_std,
         }

@@ -94,10 +94,14 @@ def best_anchor_iou(boxes, padded_sizes, generator):
 
 
 def _level_best_iou(boxes, padded_sizes, cells, stride, offset):
-    """(n,) best IoU of each box over one level's anchors: cells (A, 4), grid ceil(size / stride)."""
+    """(n,) best IoU of each box over one level's anchors: cells (A, 4), grid ceil(size / stride),
+    placed every ``stride`` pixels, or (the torchvision layout, ``offset`` 0) every size // grid."""
     columns, rows = np.ceil(padded_sizes[:, 1] / stride), np.ceil(padded_sizes[:, 0] / stride)
-    overlap_x = _best_axis_overlap(boxes[:, 0], boxes[:, 2], cells[:, 0], cells[:, 2], columns, stride, offset)
-    overlap_y = _best_axis_overlap(boxes[:, 1], boxes[:, 3], cells[:, 1], cells[:, 3], rows, stride, offset)
+    stride_x = stride_y = np.full((len(boxes), 1), float(stride))
+    if offset == 0.0:  # as AnchorGenerator.level_strides places them
+        stride_x, stride_y = np.floor(padded_sizes[:, 1] / columns)[:, None], np.floor(padded_sizes[:, 0] / rows)[:, None]
+    overlap_x = _best_axis_overlap(boxes[:, 0], boxes[:, 2], cells[:, 0], cells[:, 2], columns, stride_x, offset)
+    overlap_y = _best_axis_overlap(boxes[:, 1], boxes[:, 3], cells[:, 1], cells[:, 3], rows, stride_y, offset)
     intersection = overlap_x * overlap_y  # (n, A)
     box_area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[:, None]
     cell_area = ((cells[:, 2] - cells[:, 0]) * (cells[:, 3] - cells[:, 1]))[None, :]
@@ -106,7 +110,8 @@ def _level_best_iou(boxes, padded_sizes, cells, stride, offset):
 
 def _best_axis_overlap(low, high, cell_low, cell_high, count, stride, offset):
     """(n, A): the longest overlap of [low, high] with [cell_low, cell_high] + (j + offset) * stride,
-    j = 0 .. count - 1: at the grid position just below or just above the one centring them."""
+    j = 0 .. count - 1 (stride (n, 1), per box): at the grid position just below or just above the
+    one centring them."""
     centring = ((low + high)[:, None] - (cell_low + cell_high)[None, :]) / 2  # the shift that centres them
     below = np.floor(centring / stride - offset)
     last = (count - 1)[:, None]

@@ -11,7 +11,9 @@ Two layouts (``layout``):
   exact sizes base * 2**(k/3).
 - ``torchvision``: what torchvision's RetinaNets use, so that their weights predict the boxes
   they were trained to: sizes truncated to integers (32, 40, 50, 64, 80, 101 ...), corners
-  rounded to whole pixels, centres at (j * stride, i * stride).
+  rounded to whole pixels, centres at (j * stride, i * stride), where a level's stride on each
+  axis is the padded input's side // the feature map's (torchvision's rule: 800 // 7 = 114 on P7
+  of an 800-pixel side, not 128). On sides divisible by 128 the two strides agree.
 """
 import math
 
@@ -81,14 +83,24 @@ class AnchorGenerator(nn.Module):
         return cls(ratios=get("anchor_ratios", DEFAULT_RATIOS), scales=get("anchor_scales", DEFAULT_SCALES),
                    layout=get("anchor_layout", "centred"), sizes=get("anchor_sizes", DEFAULT_SIZES))
 
-    def forward(self, feature_sizes, device, dtype=torch.float32):
-        """feature_sizes: one (height, width) per level -> anchors (sum_l H_l * W_l * A, 4)."""
-        key = (tuple(tuple(size) for size in feature_sizes), str(device), dtype)
+    def level_strides(self, feature_sizes, image_size=None):
+        """(stride_y, stride_x) of each level: the nominal 2**l, or, with the torchvision layout
+        and the padded input's (height, width) ``image_size``, that size // the feature map's."""
+        if self.offset != 0.0 or image_size is None:
+            return [(stride, stride) for stride in self.strides]
+        return [(image_size[0] // height, image_size[1] // width) for height, width in feature_sizes]
+
+    def forward(self, feature_sizes, device, dtype=torch.float32, image_size=None):
+        """feature_sizes: one (height, width) per level; image_size: the padded input's (height,
+        width), which places the torchvision layout's anchors -> anchors (sum_l H_l * W_l * A, 4)."""
+        feature_sizes = [tuple(int(side) for side in size) for size in feature_sizes]
+        strides = self.level_strides(feature_sizes, None if image_size is None else tuple(int(s) for s in image_size))
+        key = (tuple(feature_sizes), tuple(strides), str(device), dtype)
         anchors = self._cache.get(key)
         if anchors is None:
             anchors = torch.cat(
                 [self._level_anchors(cell, stride, size, device, dtype, self.offset)
-                 for cell, stride, size in zip(self.cells, self.strides, feature_sizes)]
+                 for cell, stride, size in zip(self.cells, strides, feature_sizes)]
             )
             if len(self._cache) > 64:  # many distinct image sizes: keep memory bounded
                 self._cache.clear()
@@ -97,9 +109,9 @@ class AnchorGenerator(nn.Module):
 
     @staticmethod
     def _level_anchors(cell, stride, size, device, dtype, offset):
-        height, width = size
-        shift_x = (torch.arange(width, device=device, dtype=dtype) + offset) * stride
-        shift_y = (torch.arange(height, device=device, dtype=dtype) + offset) * stride
+        (height, width), (stride_y, stride_x) = size, stride
+        shift_x = (torch.arange(width, device=device, dtype=dtype) + offset) * stride_x
+        shift_y = (torch.arange(height, device=device, dtype=dtype) + offset) * stride_y
         grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
         shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=-1).reshape(-1, 1, 4)
         return (shifts + cell.to(device=device, dtype=dtype)[None]).reshape(-1, 4)

@@ -57,7 +57,7 @@ class RetinaNet(nn.Module):
         """
         features = self.fpn(self.backbone(images))
         feature_sizes = [tuple(f.shape[-2:]) for f in features]
-        anchors = self.anchor_generator(feature_sizes, images.device)
+        anchors = self.anchor_generator(feature_sizes, images.device, image_size=images.shape[-2:])
         num_anchors = self.anchor_generator.num_anchors
         return {
             "cls_logits": self.classification_head(features),

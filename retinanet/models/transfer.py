@@ -107,6 +107,35 @@ def convert_torchvision_state(state, variant=None):
     return converted, class_names, category_ids, dict(TORCHVISION_VARIANTS[found], prior=0.01)
 
 
+
+def compare_with_torchvision(model, state, variant, category_ids, size=(480, 640), seed=0):
+    """Run the imported ``model`` and torchvision's own RetinaNet ``variant`` holding ``state`` on one
+    random image of ``size`` (height, width; by default sides not divisible by 128, where anchor
+    placement matters) in float32, and return {"anchors_equal": bool, "max_score_logit_diff": float,
+    "max_box_delta_diff": float}: what the two networks compute before decoding."""
+    from torchvision.models.detection import image_list, retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+
+    builder = retinanet_resnet50_fpn if variant == "v1" else retinanet_resnet50_fpn_v2
+    reference = builder(weights=None, weights_backbone=None).eval()
+    reference.load_state_dict(state)
+    if variant == "v1":  # what torchvision does when it loads its own v1 COCO weights
+        for module in reference.modules():
+            if hasattr(module, "eps") and "BatchNorm" in type(module).__name__:
+                module.eps = 0.0
+    height, width = size
+    generator = torch.Generator().manual_seed(seed)
+    images = reference.transform.normalize(torch.rand(3, height, width, generator=generator))[None]
+    model = model.float().eval()
+    with torch.no_grad():
+        features = list(reference.backbone(images).values())
+        head = reference.head(features)
+        anchors = reference.anchor_generator(image_list.ImageList(images, [(height, width)]), features)[0]
+        ours = model(images)
+    return {"anchors_equal": bool(torch.equal(ours["anchors"], anchors)),
+            "max_score_logit_diff": float((ours["cls_logits"] - head["cls_logits"][:, :, list(category_ids)]).abs().max()),
+            "max_box_delta_diff": float((ours["box_deltas"] - head["bbox_regression"]).abs().max())}
+
+
 def select_class_rows(tensor, num_classes, indices):
     """Rows of a classifier output (A * num_classes, ...) for the classes ``indices``, per anchor:
     -> (A * len(indices), ...)."""
