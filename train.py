@@ -16,7 +16,7 @@ from retinanet.cli import options
 from retinanet.cli.config_file import config_text
 from retinanet.data.check import DatasetError
 from retinanet.data.coco import DatasetLoadError
-from retinanet.models.checkpoint import CheckpointError, check_model_description, load_checkpoint
+from retinanet.models.checkpoint import CheckpointError, check_model_description, check_resumable, load_checkpoint
 from retinanet.training.setup import TrainingError
 from retinanet.training.trainer import train_to_end
 from retinanet.util.script import run_script
@@ -39,6 +39,7 @@ def _parse(argv):
         try:
             checkpoint = load_checkpoint(args.resume)
             check_model_description(checkpoint, args.resume)
+            check_resumable(checkpoint, args.resume)
             args, overrides = options.restore_resumed_args(args, typed, checkpoint, args.resume)
         except (CheckpointError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None

@@ -69,7 +69,7 @@ def parse_args(argv=None):
 def build_dataset(args, preset):
     """The training set with the preset's augmentation, as train.py would build it."""
     settings = vars(config.resolve_training_args(augment=preset, min_side=args.min_side, max_side=args.max_side))
-    return CocoDetection(args.coco_path, args.set_name, TrainAugmentation.from_args(settings))
+    return CocoDetection(args.coco_path, args.set_name, TrainAugmentation.from_options(settings))
 
 
 def endless(loader):

@@ -167,7 +167,7 @@ def test_training_report_gives_the_coverage_at_the_ends_of_the_scale_range(tmp_p
     dataset = CocoDetection(str(tmp_path), "train", transform=None)
     assert scale_extremes(128, [128], None) == []
     assert scale_extremes(128, [96, 112, 128], [0.5, 1.5]) == [("smallest", 96, 0.5), ("largest", 128, 1.5)]
-    lines = training_report_lines(dataset, args, {"train_sides": [96, 112, 128], "scale_jitter": [0.5, 1.5]})
+    lines = training_report_lines(dataset, vars(args), {"train_sides": [96, 112, 128], "scale_jitter": [0.5, 1.5]})
     # The smallest scale, 96 x 0.5, is the set resized to 48: fewer boxes reach an anchor; the largest, more.
     at_48 = anchor_coverage(load_resized_boxes(str(tmp_path), "train", 48, 48), vars(args)).fraction
     at_192 = anchor_coverage(load_resized_boxes(str(tmp_path), "train", 192, 192), vars(args)).fraction
@@ -175,8 +175,8 @@ def test_training_report_gives_the_coverage_at_the_ends_of_the_scale_range(tmp_p
     assert at_48 < at_128 < at_192
     assert f"at the smallest training scale (short side 96 x 0.5): {percent(at_48)}" in lines[-2]
     assert f"at the largest training scale (short side 128 x 1.5): {percent(at_192)}" in lines[-1]
-    assert training_report_lines(dataset, args, {"train_sides": [128], "scale_jitter": None}) == \
-        training_report_lines(dataset, args)
+    assert training_report_lines(dataset, vars(args), {"train_sides": [128], "scale_jitter": None}) == \
+        training_report_lines(dataset, vars(args))
 
 
 def test_check_dataset_reads_low_quality_matches_as_train_py_does():

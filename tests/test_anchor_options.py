@@ -154,10 +154,11 @@ def test_detector_rebuilds_the_anchors_and_gives_the_same_detections(trained):
 
 
 def test_resume_keeps_the_options_and_refuses_other_anchors(trained, capsys):
-    args = train_script.parse_args(["--resume", trained["checkpoint"], "--epochs", "2"])  # a finished run, extended
+    last = trained["checkpoint"].replace("model_final.pt", "checkpoint_last.pt")
+    args = train_script.parse_args(["--resume", last, "--epochs", "2"])  # a finished run, extended
     assert args.anchor_sizes == TINY_ANCHORS["anchor_sizes"] and (args.positive_iou, args.negative_iou) == (0.45, 0.35)
     with pytest.raises(SystemExit) as caught:
-        train_script.parse_args(["--resume", trained["checkpoint"], "--epochs", "2", "--anchor_sizes", "32"])
+        train_script.parse_args(["--resume", last, "--epochs", "2", "--anchor_sizes", "32"])
     assert ("--anchor_sizes 32.0 64.0 128.0 256.0 512.0 (run had 24.0 48.0 96.0 192.0 384.0) would change a model "
             "option") in str(caught.value)
 

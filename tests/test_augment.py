@@ -113,7 +113,7 @@ def _random_images(count, seed):
 
 def test_flip_preset_reproduces_train_transform_exactly():
     old = TrainTransform(64, 96)
-    new = TrainAugmentation.from_args({"augment": "flip", "min_side": 64, "max_side": 96})
+    new = TrainAugmentation.from_options({"augment": "flip", "min_side": 64, "max_side": 96})
     flipped = 0
     for seed, (image, boxes) in enumerate(_random_images(20, seed=1)):
         labels = np.arange(len(boxes))
@@ -127,7 +127,7 @@ def test_flip_preset_reproduces_train_transform_exactly():
 
 def test_off_preset_is_the_evaluation_transform():
     evaluation = EvalTransform(64, 96)
-    augmentation = TrainAugmentation.from_args({"augment": "off", "min_side": 64, "max_side": 96})
+    augmentation = TrainAugmentation.from_options({"augment": "off", "min_side": 64, "max_side": 96})
     for seed, (image, boxes) in enumerate(_random_images(5, seed=2)):
         tensor, out_boxes, _, scale = augmentation(image, boxes, np.arange(len(boxes)), np.random.default_rng(seed))
         expected = evaluation(image, boxes)
@@ -136,7 +136,7 @@ def test_off_preset_is_the_evaluation_transform():
 
 def test_strong_preset_with_vflip_and_rot90_keeps_every_box_valid():
     settings = augment_settings({"augment": "strong", "min_side": 64, "max_side": 96, "vflip": True, "rot90": True})
-    augmentation = TrainAugmentation.from_args(dict(settings, min_side=64, max_side=96))
+    augmentation = TrainAugmentation.from_options(dict(settings, min_side=64, max_side=96))
     low = torch.tensor((0 - IMAGENET_MEAN) / IMAGENET_STD).view(3, 1, 1)
     high = torch.tensor((1 - IMAGENET_MEAN) / IMAGENET_STD).view(3, 1, 1)
     boxes_in = boxes_out = portrait_from_landscape = 0
@@ -211,7 +211,7 @@ def tiny_data(module_tmp):
 
 
 def _batches(data, seed, workers):
-    augmentation = TrainAugmentation.from_args({"augment": "strong", "min_side": 64, "max_side": 96,
+    augmentation = TrainAugmentation.from_options({"augment": "strong", "min_side": 64, "max_side": 96,
                                                 "vflip": True, "rot90": True})
     loader = build_loader(CocoDetection(data, "train", augmentation), batch_size=4, shuffle=True, seed=seed,
                           workers=workers)
@@ -259,7 +259,7 @@ def _non_square_set(root, count=12):
 def test_a_batch_shares_its_orientation_under_rot90(tmp_path):
     """A quarter turn swaps width and height, so each batch turns all its images or none and keeps a
     non-square shape instead of being padded to a square; every image still gets all four turns."""
-    augmentation = TrainAugmentation.from_args({"augment": "off", "min_side": 64, "max_side": 128, "rot90": True})
+    augmentation = TrainAugmentation.from_options({"augment": "off", "min_side": 64, "max_side": 128, "rot90": True})
     dataset = CocoDetection(_non_square_set(tmp_path), "train", augmentation)
     loader = build_loader(dataset, batch_size=4, shuffle=True, seed=3407)
     turned_batches, boxes_seen = set(), {}

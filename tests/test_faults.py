@@ -176,8 +176,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_data, tmp_path, mon
 
     resumed = train(tiny_data, tmp_path, "split", "--resume", str(interrupted_path))
     assert not interrupted_path.exists()
-    a = load_checkpoint(str(straight / "model_final.pt"))
-    b = load_checkpoint(str(resumed / "model_final.pt"))
+    a = load_checkpoint(str(straight / "checkpoint_last.pt"))  # the training state; its weights are model_final.pt's
+    b = load_checkpoint(str(resumed / "checkpoint_last.pt"))
     assert a["loss_history"] == b["loss_history"] and len(a["loss_history"]) == 1
     assert a["model"].keys() == b["model"].keys()
     for key, value in a["model"].items():

@@ -191,14 +191,15 @@ def test_a_finished_run_says_so_and_wall_time_adds_up_over_segments(data, tmp_pa
     run = tmp_path / "output" / "run"
     first = json.loads((run / "summary.json").read_text())
     before = (run / "summary.json").read_bytes()
-    for name in ("model_final.pt", "checkpoint_last.pt"):
-        with pytest.raises(SystemExit) as info:
-            train_script.main(["--resume", str(run / name)])
-        assert "the run is finished (1 of 1 epochs" in str(info.value.code) and "--epochs 2" in str(info.value.code)
+    with pytest.raises(SystemExit) as info:
+        train_script.main(["--resume", str(run / "checkpoint_last.pt")])
+    assert "the run is finished (1 of 1 epochs" in str(info.value.code) and "--epochs 2" in str(info.value.code)
+    with pytest.raises(SystemExit, match="a checkpoint for use .* resume from checkpoint_last.pt"):
+        train_script.main(["--resume", str(run / "model_final.pt")])
     assert (run / "summary.json").read_bytes() == before  # nothing rewritten
     train_script.main(["--resume", str(run / "checkpoint_last.pt"), "--epochs", "2"])
     second = json.loads((run / "summary.json").read_text())
-    saved = load_checkpoint(str(run / "model_final.pt"))
+    saved = load_checkpoint(str(run / "checkpoint_last.pt"))
     assert second["wall_seconds"] > first["wall_seconds"] and saved["wall_seconds"] == pytest.approx(
         second["wall_seconds"], abs=1.0)
 
@@ -230,7 +231,7 @@ def test_a_resume_on_a_changed_training_set_is_refused_unless_allowed(data, tmp_
     [change] = config["train_data_changes"]
     assert (change["after_epoch"], change["before"]["images"], change["after"]["images"]) == (1, 12, 6)
     assert change["before"]["sha256"] != change["after"]["sha256"]
-    assert load_checkpoint(str(run / "model_final.pt"))["train_data_changes"] == [change]
+    assert load_checkpoint(str(run / "checkpoint_last.pt"))["train_data_changes"] == [change]
 
 
 class _FullDisk:

@@ -118,3 +118,42 @@ def test_resume_on_a_dataset_with_other_classes_is_refused_with_both_lists(tmp_p
     if change == "class_names":
         assert "renamed" in message and str(before_names) in message
     assert run_files(run, log) == before
+
+
+def test_a_finished_run_stores_its_weights_once_and_its_checkpoints_for_use_are_lean(trained, tmp_path):
+    import io
+    import os
+
+    import torch
+
+    data = trained[0]
+    train_script.main(["--coco_path", str(data), "--output_path", str(tmp_path / "output"), "--log_dir",
+                       str(tmp_path / "log"), "--run_name", "lean", *TINY_TRAIN_FLAGS, "--epochs", "1"])
+    run = tmp_path / "output" / "lean"
+    final, best, last = (run / name for name in ("model_final.pt", "checkpoint_best.pt", "checkpoint_last.pt"))
+    assert os.stat(final).st_ino == os.stat(best).st_ino  # the best epoch is the last: one file, two names
+    use = torch.load(final, weights_only=True)
+    assert sorted(use) == sorted(["model", "args", "class_names", "category_ids", "epoch", "best_metric", "best_epoch"])
+    raw_last = torch.load(last, weights_only=True)
+    assert "model" not in raw_last and raw_last["model_file"] == "model_final.pt" and "optimizer" in raw_last
+    restored = load_checkpoint(str(last))  # the weights come back from model_final.pt
+    assert all(torch.equal(restored["model"][key], value) for key, value in use["model"].items())
+    full = io.BytesIO()
+    torch.save(restored, full)
+    stored = sum(os.stat(path).st_size for path in {os.stat(p).st_ino: p for p in run.glob("*.pt")}.values())
+    assert stored <= 1.02 * len(full.getvalue())  # weights and optimiser state once, not three times
+
+    with pytest.raises(SystemExit, match="checkpoint for use .* resume from checkpoint_last.pt"):
+        train_script.main(["--resume", str(best), "--epochs", "2"])
+    train_script.main(["--resume", str(last), "--epochs", "2"])  # a finished run extended from its weights
+    extended = load_checkpoint(str(last))
+    assert extended["epoch"] == 2 and torch.load(last, weights_only=True)["model_file"] == "model_final.pt"
+    assert os.stat(best).st_ino != os.stat(final).st_ino or load_checkpoint(str(best))["epoch"] == 2
+
+    final.write_bytes(best.read_bytes() if os.stat(best).st_ino != os.stat(final).st_ino else b"changed")
+    with pytest.raises(Exception, match="checkpoint_last.pt: its weights are kept in model_final.pt beside it, but "
+                                        "that file changed"):
+        load_checkpoint(str(last))
+    final.unlink()
+    with pytest.raises(Exception, match="model_final.pt beside it, which is missing"):
+        load_checkpoint(str(last))

@@ -56,8 +56,8 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_evaluates(data, tmp_path
     config = json.loads((run / "config.json").read_text())
     assert config["config_version"] == CONFIG_VERSION and config["epochs"] == 2 and config["milestones"] == [2]
     assert (config["amp"], config["trainable_layers"], config["pretrained"]) == ("off", 5, "none")
-    final = load_checkpoint(str(run / "model_final.pt"))
-    assert final["epoch"] == 2 and len(final["loss_history"]) == 2
+    final, last = (load_checkpoint(str(run / name)) for name in ("model_final.pt", "checkpoint_last.pt"))
+    assert final["epoch"] == 2 and len(last["loss_history"]) == 2
     assert final["args"]["config_version"] == CONFIG_VERSION
     test_script.main(["--coco_path", data, "--set_name", "train", "--checkpoint_path", str(run / "model_final.pt"),
                       "--output_dir", str(tmp_path / "results"), "--workers", "0", "--amp", "off"])

@@ -97,7 +97,7 @@ def print_box_statistics(args, set_name):
     if min_side > max_side:
         raise SystemExit(f"error: --min_side {min_side} is larger than --max_side {max_side}")
     resized = load_resized_boxes(args.coco_path, set_name, min_side, max_side)
-    lines, coverage = dataset_report_lines(resized, args)
+    lines, coverage = dataset_report_lines(resized, vars(args))
     print("\n".join(lines), end="\n\n")
     if args.output_dir and len(resized.boxes):
         from retinanet.data.box_stats_plots import box_sizes_path, plot_box_sizes

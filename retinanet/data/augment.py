@@ -148,9 +148,8 @@ class TrainAugmentation:
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=min_box_size) if min_box_size > 0 else None
 
     @classmethod
-    def from_args(cls, args):
-        """From train.py's flags (a Namespace or dict); the preset fills the knobs not given."""
-        values = args if isinstance(args, dict) else vars(args)
+    def from_options(cls, values):
+        """From train.py's flags as a mapping; the preset fills the knobs not given."""
         settings = augment_settings(values)
         return cls(values["min_side"], values["max_side"], settings["train_sides"],
                    flip=PRESETS[settings["augment"]]["flip"], vflip=settings["vflip"], rot90=settings["rot90"],

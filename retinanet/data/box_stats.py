@@ -142,14 +142,10 @@ def format_statistics(statistics, coverage_by_class=None, name_width=14):
 
 
 # ----- the reports -------------------------------------------------------------------------------
-def _option(options, name):
-    return options[name] if isinstance(options, dict) else getattr(options, name)
-
-
 def anchor_coverage(resized, options):
-    """The Coverage of the anchors that ``options`` (train.py's flags, as a Namespace or dict) build."""
+    """The Coverage of the anchors that ``options`` (train.py's flags, as a mapping) build."""
     return Coverage.of(resized.boxes, resized.padded_box_image_sizes, AnchorSetting.from_options(options),
-                       _option(options, "positive_iou"))
+                       options["positive_iou"])
 
 
 def coverage_report_lines(resized, coverage, low_quality_matches):
@@ -172,7 +168,7 @@ def dataset_report_lines(resized, options):
               f"resized as training resizes them (--min_side {resized.min_side} --max_side {resized.max_side})")
     lines = [header]
     lines += format_statistics(box_statistics(resized), by_class if len(resized.boxes) else None)
-    lines += coverage_report_lines(resized, coverage, _option(options, "low_quality_matches"))
+    lines += coverage_report_lines(resized, coverage, options["low_quality_matches"])
     return lines, coverage
 
 
@@ -193,16 +189,17 @@ def scale_extremes(min_side, train_sides, scale_jitter):
     return [(name, side, factor) for (side, factor), name in extremes.items() if (side, factor) != (min_side, 1.0)]
 
 
-def training_report_lines(dataset, args, settings=None):
-    """The short report train.py logs at start for its training set (a CocoDetection) and flags: the
-    coverage at the evaluation size and, with multi-scale or scale jitter (``settings`` from
-    ``augment.augment_settings``), at the smallest and largest training scale."""
-    resized = resized_boxes(dataset, args.min_side, args.max_side)
-    lines = coverage_report_lines(resized, anchor_coverage(resized, args), args.low_quality_matches)
+def training_report_lines(dataset, options, settings=None):
+    """The short report train.py logs at start for its training set (a CocoDetection) and flags (as a
+    mapping): the coverage at the evaluation size and, with multi-scale or scale jitter (``settings``
+    from ``augment.augment_settings``), at the smallest and largest training scale."""
+    min_side, max_side = options["min_side"], options["max_side"]
+    resized = resized_boxes(dataset, min_side, max_side)
+    lines = coverage_report_lines(resized, anchor_coverage(resized, options), options["low_quality_matches"])
     if not len(resized.boxes) or settings is None:
         return lines
-    for name, side, factor in scale_extremes(args.min_side, settings["train_sides"], settings["scale_jitter"]):
-        coverage = anchor_coverage(scaled(resized_boxes(dataset, side, args.max_side), factor), args)
+    for name, side, factor in scale_extremes(min_side, settings["train_sides"], settings["scale_jitter"]):
+        coverage = anchor_coverage(scaled(resized_boxes(dataset, side, max_side), factor), options)
         jitter = f" x {factor:g}" if factor != 1 else ""
         lines.append(f"  at the {name} training scale (short side {side}{jitter}): {percent(coverage.fraction)} "
                      f"of the boxes have an anchor at IoU >= {coverage.positive_iou:g}")

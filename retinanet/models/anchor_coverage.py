@@ -55,10 +55,10 @@ class AnchorSetting:
 
     @classmethod
     def from_options(cls, options):
-        """From train.py's flags or a model-options dict (missing anchor options take their defaults)."""
-        values = options if isinstance(options, dict) else vars(options)
-        generator = AnchorGenerator.from_options(values)
-        return cls(generator.sizes, generator.scales, generator.ratios, values.get("anchor_layout") or "centred")
+        """From train.py's flags or a model-options dict, as a mapping (missing anchor options take their
+        defaults)."""
+        generator = AnchorGenerator.from_options(options)
+        return cls(generator.sizes, generator.scales, generator.ratios, options.get("anchor_layout") or "centred")
 
     def generator(self):
         return AnchorGenerator(ratios=self.ratios, scales=self.scales, layout=self.layout, sizes=self.sizes)

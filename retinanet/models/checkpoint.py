@@ -1,10 +1,15 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, loaded safely.
 
-A training checkpoint holds ``model``, ``optimizer``, ``lr_scheduler``, ``scaler`` (when AMP is
-used), ``epoch`` (the number of finished epochs), ``best_metric``, ``best_epoch``,
-``loss_history``, ``rng_states``, ``args`` (everything needed to rebuild the model and resume),
-``class_names`` and ``category_ids``. Files are read with ``torch.load(weights_only=True)``, so
-a file that would run code when unpickled is refused instead of executed.
+A training checkpoint (``checkpoint_last.pt``, ``checkpoint_interrupted.pt``, ``checkpoint_epochN.pt``)
+holds ``model``, ``optimizer``, ``lr_scheduler``, ``scaler`` (when AMP is used), ``epoch`` (the
+number of finished epochs), ``best_metric``, ``best_epoch``, ``loss_history``, ``rng_states``,
+``args`` (everything needed to rebuild the model and resume), ``class_names`` and ``category_ids``.
+A checkpoint for use (``model_final.pt``, ``checkpoint_best.pt``: ``model_checkpoint``) holds the
+weights, ``args``, the class list and the epoch only. A finished run's ``checkpoint_last.pt`` keeps
+everything but the weights, which are those of ``model_final.pt`` beside it: ``model_file`` names
+that file and ``model_sha256`` its content, and ``load_checkpoint`` reads them back from it.
+Files are read with ``torch.load(weights_only=True)``, so a file that would run code when
+unpickled is refused instead of executed.
 """
 import os
 import pickle
@@ -18,7 +23,7 @@ from retinanet.models.anchors import ANCHOR_LAYOUTS
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, describe_load_error
 from retinanet.models.fpn import P6_SOURCES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_ARG_NAMES, build_model
-from retinanet.util.io import atomic_write
+from retinanet.util.io import atomic_write, file_sha256
 from retinanet.util.values import describe, is_finite_number, is_integer
 
 
@@ -47,9 +52,58 @@ def load_checkpoint(path):
     except Exception as error:  # a damaged file fails in many ways (EOFError, KeyError, zip errors...)
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    if isinstance(checkpoint, dict) and "model" not in checkpoint and "model_file" in checkpoint:
+        checkpoint["model"] = _weights_beside(path, checkpoint)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this project (expected a dict with a 'model' entry)")
     return checkpoint
+
+
+# What a checkpoint for use keeps of a training checkpoint.
+MODEL_CHECKPOINT_KEYS = ("model", "args", "class_names", "category_ids", "epoch", "best_metric", "best_epoch")
+
+
+def model_checkpoint(state):
+    """The checkpoint for use of a training checkpoint ``state``: its weights, ``args``, class list
+    and epoch, without the optimiser, scheduler and RNG states that only resuming needs."""
+    return {key: state[key] for key in MODEL_CHECKPOINT_KEYS if key in state}
+
+
+def check_resumable(checkpoint, path):
+    """Raise CheckpointError when ``checkpoint`` is one for use, without the optimiser state a run
+    continues from."""
+    if "optimizer" not in checkpoint:
+        raise CheckpointError(f"{path}: a checkpoint for use (weights, flags and classes, no optimiser state), which "
+                              "cannot continue its run: resume from checkpoint_last.pt (or checkpoint_interrupted.pt) "
+                              f"of its run folder, or start a new run from its weights with --init_from {path}")
+
+
+def training_state_beside(state, model_path):
+    """``state`` without its weights, which are those saved in ``model_path`` (a file in the same
+    folder): what a finished run keeps in checkpoint_last.pt so that its weights are stored once."""
+    lean = {key: value for key, value in state.items() if key != "model"}
+    lean.update(model_file=os.path.basename(model_path), model_sha256=file_sha256(model_path))
+    return lean
+
+
+def _weights_beside(path, checkpoint):
+    """The weights a training checkpoint keeps in the file ``model_file`` of its own folder."""
+    name, digest = checkpoint.get("model_file"), checkpoint.get("model_sha256")
+    if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", "..") \
+            or not isinstance(digest, str):
+        raise CheckpointError(f"{path}: 'model_file' must name a file in the checkpoint's own folder, with its "
+                              "'model_sha256'")
+    model_path = os.path.join(os.path.dirname(path), name)
+    if not os.path.isfile(model_path):
+        raise CheckpointError(f"{path}: its weights are kept in {name} beside it, which is missing; copy or "
+                              f"restore {model_path} next to it")
+    if file_sha256(model_path) != digest:
+        raise CheckpointError(f"{path}: its weights are kept in {name} beside it, but that file changed since "
+                              f"(SHA-256 {file_sha256(model_path)[:12]}, expected {digest[:12]})")
+    weights = load_checkpoint(model_path).get("model")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{model_path}: holds no weights ('model') for {path}")
+    return weights
 
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):

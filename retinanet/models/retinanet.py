@@ -76,10 +76,10 @@ MODEL_OPTION_DEFAULTS = {"fpn_norm": None, "p6_from": "c5", "anchor_layout": "ce
                          "anchor_scales": list(DEFAULT_SCALES), "anchor_ratios": list(DEFAULT_RATIOS)}
 
 
-def model_options(args):
-    """{name: value} of every option that shapes the network, defaults filled in; ``args`` is a
-    Namespace or dict holding MODEL_ARG_NAMES and any of MODEL_OPTION_DEFAULTS."""
-    values = args if isinstance(args, dict) else vars(args)
+def model_options(values):
+    """{name: value} of every option that shapes the network, defaults filled in; ``values`` is a
+    mapping holding MODEL_ARG_NAMES and any of MODEL_OPTION_DEFAULTS (train.py's flags as a dict,
+    a checkpoint's ``args``, an exported file's options)."""
     options = {name: values[name] for name in MODEL_ARG_NAMES}
     options.update({name: default if values.get(name) is None else values[name]
                     for name, default in MODEL_OPTION_DEFAULTS.items()})
@@ -88,9 +88,7 @@ def model_options(args):
     return options
 
 
-def build_model(num_classes, args):
-    """Build a RetinaNet from parsed arguments (or a dict holding MODEL_ARG_NAMES, any of
-    MODEL_OPTION_DEFAULTS, and optionally ``head_init``, which only matters for a model about to
-    be trained)."""
-    values = args if isinstance(args, dict) else vars(args)
+def build_model(num_classes, values):
+    """Build a RetinaNet from a mapping holding MODEL_ARG_NAMES, any of MODEL_OPTION_DEFAULTS, and
+    optionally ``head_init``, which only matters for a model about to be trained."""
     return RetinaNet(num_classes, **model_options(values), head_init=values.get("head_init", "normal"))

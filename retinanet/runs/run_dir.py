@@ -15,7 +15,7 @@ import sys
 import torch
 
 from retinanet.models.checkpoint import atomic_torch_save
-from retinanet.util.io import (TEMPORARY_NAME, WriteError, os_error_reason, probe_folder, read_utf8, write_json,
+from retinanet.util.io import (TEMPORARY_NAME, atomic_link, WriteError, os_error_reason, probe_folder, read_utf8, write_json,
                                write_text)
 
 
@@ -333,6 +333,16 @@ class RunDir:
                 raise
             raise CheckpointWriteError(self._write_failure(path, state, "the write failed")) from None
         return path
+
+    def save_same_as(self, state, name, source):
+        """Save ``state`` as ``name`` when the folder's checkpoint ``source`` already holds exactly it:
+        a hard link to ``source``, stored once, or where the file system has no hard links a copy
+        written anew. Returns the path."""
+        try:
+            atomic_link(self.file(source), self.file(name))
+        except OSError:
+            return self.save_checkpoint(state, name)
+        return self.file(name)
 
     def _write_failure(self, path, state, reason):
         try:

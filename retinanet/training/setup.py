@@ -156,7 +156,7 @@ def build_data(args, device, rank, world_size, loaded=None):
     """(training set, training loader, validation loader or None) of the sets ``load_datasets`` read
     (read here, unchecked, when ``loaded`` is None)."""
     loaded = loaded or load_datasets(args, check=False)
-    train_set = CocoDetection(args.coco_path, args.train_set, TrainAugmentation.from_args(args),
+    train_set = CocoDetection(args.coco_path, args.train_set, TrainAugmentation.from_options(vars(args)),
                               skip_unreadable=True, loaded=loaded["train"])
     pin_memory = device.type == "cuda"
     train_loader = build_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=args.drop_last,
@@ -203,7 +203,7 @@ def check_resumable(args, state, train_set):
         if key in state and list(state[key]) != current:
             raise TrainingError(f"{train_set.json_path} has {key} {current}, but {args.resume or 'the checkpoint'} "
                              f"was trained on {list(state[key])}; resume on the run's own dataset, or start a new run")
-    saved_options, options = model_options(saved), model_options(args)
+    saved_options, options = model_options(saved), model_options(vars(args))
     different = [f"--{name} {saved_options[name]} (checkpoint) vs {options[name]}" for name in options
                  if saved_options[name] != options[name]]
     if different:
@@ -248,7 +248,7 @@ def resolve_start_or_exit(args, typed_flags=None):
 
 def build_start_model(class_names, args, start):
     """(model with the start's weights and frozen stages, log lines); ``start`` None for a resumed run."""
-    model = build_model(len(class_names), args)
+    model = build_model(len(class_names), vars(args))
     lines = []
     if start is not None and start.backbone_file:
         missing, unexpected = load_pretrained_backbone(model.backbone, start.backbone_file)

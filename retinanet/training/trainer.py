@@ -16,7 +16,8 @@ from retinanet.engine import (EpochProgress, LossExplosionWatch, NonFiniteLossEr
                               evaluate, train_one_epoch)
 from retinanet.models.postprocess import PostProcessor
 from retinanet.optim import build_lr_scheduler
-from retinanet.models.checkpoint import capture_rng_states, load_model_weights, restore_rng_states
+from retinanet.models.checkpoint import (capture_rng_states, load_model_weights, model_checkpoint, restore_rng_states,
+                                         training_state_beside)
 from retinanet.config import CONFIG_VERSION, resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
 from retinanet.training.setup import TrainingError, resolve_device, set_up_training
@@ -55,7 +56,7 @@ class Trainer:
         if parts.start is not None:
             self._log_start(parts.start, parts.start_lines + parts.weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
-            self.log("\n".join(training_report_lines(self.train_set, args, augment_settings(vars(args)))))
+            self.log("\n".join(training_report_lines(self.train_set, vars(args), augment_settings(vars(args)))))
         self.postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
         self.start_epoch = state.get("epoch", 0)
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
@@ -69,6 +70,7 @@ class Trainer:
         self.stop = StopRequest()
         self.fit_started = None
         self.saved_epoch = None  # the epoch whose checkpoint_last.pt this process wrote last
+        self.best_saved_epoch = None  # the epoch whose checkpoint_best.pt this process wrote last
 
     def _open_run(self, resume_state):
         """Claim the run folder and start its log (main process); other processes just print."""
@@ -231,7 +233,8 @@ class Trainer:
         with self.stop.saving():
             self.run.save_checkpoint(state, "checkpoint_last.pt")
             if is_best:
-                self.run.save_checkpoint(state, "checkpoint_best.pt")
+                self.run.save_checkpoint(model_checkpoint(state), "checkpoint_best.pt")
+                self.best_saved_epoch = epoch
             if self.args.save_every and epoch % self.args.save_every == 0:
                 self.run.save_checkpoint(state, f"checkpoint_epoch{epoch}.pt")
             self.run.remove("checkpoint_interrupted.pt")
@@ -265,7 +268,17 @@ class Trainer:
         return self.earlier_seconds + running
 
     def _finish(self, seconds):
-        final_path = self.run.save_checkpoint(self._state(self.args.epochs), "model_final.pt")
+        """model_final.pt (weights, flags, classes; a hard link to checkpoint_best.pt when that holds
+        the same final epoch), checkpoint_last.pt without the weights it shares with model_final.pt,
+        the summary and the closing log lines."""
+        state = self._state(self.args.epochs)
+        final = model_checkpoint(state)
+        with self.stop.saving(stop_after=False):  # a signal now waits for the files; the run is done
+            if self.best_saved_epoch == self.args.epochs:  # written by this process from this very state
+                final_path = self.run.save_same_as(final, "model_final.pt", "checkpoint_best.pt")
+            else:
+                final_path = self.run.save_checkpoint(final, "model_final.pt")
+            self.run.save_checkpoint(training_state_beside(state, final_path), "checkpoint_last.pt")
         evaluated = [record for record in self.run.read_metrics() if "coco" in record]
         self.run.write_summary({"best_metric": self.best_metric, "best_epoch": self.best_epoch,
                                 "wall_seconds": seconds, "final_loss": (self.loss_history or [None])[-1],

@@ -196,6 +196,25 @@ def file_sha256(path, chunk_bytes=1 << 20):
     return digest.hexdigest()
 
 
+
+def atomic_link(source, path):
+    """Make ``path`` a hard link to ``source`` (a file in the same folder), replacing ``path``
+    atomically: the same content stored once. Raises OSError where the file system has no hard
+    links (the caller then writes a copy)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while True:
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.link(source, temporary)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        os.remove(temporary)
+        raise
+
 # The names of atomic_write's temporary files: ".{target name}.{8 hex digits}.tmp".
 TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
