@@ -61,7 +61,7 @@ def _test(data, checkpoint, output_dir, *extra):
 def test_export_round_trip_gives_pytorchs_outputs_and_detections(trained, tmp_path, capsys):
     data, checkpoint = trained
     path = str(tmp_path / "tiny.onnx")
-    export_script.main(["--checkpoint_path", checkpoint, "--output", path,
+    export_script.main(["--checkpoint_path", checkpoint, "--output", path, "--raw",
                         "--check_images", os.path.join(data, "images", "val")])
     printed = capsys.readouterr().out
     assert "ONNX Runtime matches PyTorch on 4 images" in printed and "(limit 0.0001), the same" in printed, printed
@@ -148,7 +148,7 @@ def test_a_failed_check_leaves_no_file_to_reuse(trained, tmp_path, monkeypatch, 
     data, checkpoint = trained
     monkeypatch.setattr(deploy_export, "RAW_TOLERANCE", -1.0)  # no difference can pass
     with pytest.raises(SystemExit) as exit_info:
-        export_script.main(["--checkpoint_path", checkpoint, "--output", str(tmp_path / "bad.onnx")])
+        export_script.main(["--checkpoint_path", checkpoint, "--output", str(tmp_path / "bad.onnx"), "--raw"])
     assert exit_info.value.code == 1
     assert "cls_logits differs from PyTorch's by" in capsys.readouterr().err
     assert not (tmp_path / "bad.onnx").exists() and (tmp_path / "bad.unchecked.onnx").exists()

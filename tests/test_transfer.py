@@ -5,42 +5,23 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+from torchvision.models.detection import retinanet_resnet50_fpn_v2
 
 from retinanet.detector import Detector
 from retinanet.engine import DeviceConfig
 from retinanet.models.retinanet import RetinaNet, build_model
 from retinanet.models.transfer import (TORCHVISION_VARIANTS, TransferError, convert_torchvision_state, coco_classes, match_classes,
                                        transfer_weights)
+from retinanet.models import transfer
 from retinanet.models.checkpoint import load_model_weights
 from scripts import load_script
 
-UNUSED_COCO_IDS = [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]  # background and the ids COCO never used
 HEIGHT, WIDTH = 256, 384  # multiples of 128, so torchvision's strides are exactly 8 ... 128
 
 
 def random_torchvision_model(variant):
-    """torchvision's own model with random weights, made to detect: BatchNorm statistics drawn at
-    random, the classifier's bias spread so that scores cross the 0.05 threshold, and the unused
-    COCO ids silenced (the import keeps the 80 real classes only)."""
-    torch.manual_seed(0)
-    builder = retinanet_resnet50_fpn if variant == "v1" else retinanet_resnet50_fpn_v2
-    model = builder(weights=None, weights_backbone=None, min_size=HEIGHT, max_size=WIDTH)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.1, generator=generator)
-                if variant == "v1":
-                    module.eps = 0.0  # what torchvision sets when it loads its v1 COCO weights
-        classifier = model.head.classification_head.cls_logits
-        classifier.bias.normal_(-2.0, 0.5, generator=generator)
-        classifier.bias.view(-1, 91)[:, UNUSED_COCO_IDS] = -30.0
-        model.head.regression_head.bbox_reg.weight.normal_(0, 0.01, generator=generator)
-    return model.eval()
+    """torchvision's own model with random weights, made to detect (models.transfer), at the test's size."""
+    return transfer.random_torchvision_model(variant, min_size=HEIGHT, max_size=WIDTH)
 
 
 @pytest.fixture(scope="module")

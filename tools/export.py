@@ -1,16 +1,24 @@
 """Export a trained detector to ONNX, checked against PyTorch.
 
     python tools/export.py --checkpoint_path output/<run>/model_final.pt --output model.onnx
-    python test.py --checkpoint_path model.onnx --set_name val           # ONNX Runtime
-    python vis.py --images my_photos/ --checkpoint_path model.onnx
+    python tools/export.py --checkpoint_path output/<run>/model_final.pt --output net.onnx --raw
+    python test.py --checkpoint_path net.onnx --set_name val           # ONNX Runtime
+    python vis.py --images my_photos/ --checkpoint_path net.onnx
 
-The file holds the network (images (B, 3, H, W) -> cls_logits, box_deltas; batch and image size
-dynamic, ONNX opset 20) and, in its metadata, the class names, category ids, image sizes,
-normalisation and model options; decoding runs in Python, the code the PyTorch path uses
-(``retinanet/deploy/``). After writing, ONNX Runtime runs --num_check_images images batched
-and one by one: raw outputs must equal PyTorch's within 1e-4 and the detections must be the
-same, or the export fails (exit status 1; the file is left as *.unchecked.onnx for inspection).
-Needs the optional packages: pip install -e '.[deploy]'.
+By default the file stands alone (``retinanet/deploy/end_to_end.py``): input ``image``, a uint8
+(H, W, 3) RGB image of any size; outputs ``boxes`` (D, 4) in the image's pixels, ``scores``,
+``labels`` and ``category_ids``, after the resize, the network, anchors, decoding and NMS, all in
+the graph (ONNX opset 20); the class names are in its metadata. Any program with ONNX Runtime
+runs it (the README has a 20-line example). After writing, ONNX Runtime runs --num_check_images
+images, resized beforehand so that the file resizes nothing, and every detection must be
+PyTorch's (1e-4 in score, 0.01 px), or the export fails (exit status 1; the file is left as
+*.unchecked.onnx for inspection); on the images as they are it counts the detections within 1e-4
+and 0.5 px.
+
+--raw writes the network only (images (B, 3, H, W) -> cls_logits, box_deltas; batch and image
+size dynamic), which test.py, vis.py and Detector run with --backend onnxruntime or openvino,
+decoding in Python with the code the PyTorch path uses: raw outputs must equal PyTorch's within
+1e-4 and the detections must be the same. Needs the optional packages: pip install -e '.[deploy]'.
 """
 import argparse
 import os
@@ -18,6 +26,7 @@ import sys
 
 from retinanet.cli import flags
 from retinanet.data.image_io import ImageReadError
+from retinanet.deploy.end_to_end import DECODING_DEFAULTS, export_end_to_end
 from retinanet.deploy.export import ExportCheckError, export_checkpoint, generated_images, read_images_for_check
 from retinanet.deploy.extras import MissingExtraError
 from retinanet.cli import options
@@ -33,6 +42,16 @@ def parse_args(argv=None):
                         help="image files or folders to check the export on (default: generated images)")
     parser.add_argument("--num_check_images", type=flags.positive_int, default=4,
                         help="images to check on (default: 4)")
+    parser.add_argument("--raw", action="store_true",
+                        help="write the network only (raw outputs, decoded in Python), the file test.py, vis.py "
+                             "and Detector run with --backend onnxruntime / openvino")
+    group = parser.add_argument_group("decoding in the end-to-end file (fixed when it is written)")
+    group.add_argument("--score_threshold", type=flags.unit_interval, default=DECODING_DEFAULTS["score_threshold"],
+                       help=f"keep scores above this (default: {DECODING_DEFAULTS['score_threshold']})")
+    group.add_argument("--nms_iou", type=flags.unit_interval, default=DECODING_DEFAULTS["nms_iou"],
+                       help=f"NMS IoU threshold (default: {DECODING_DEFAULTS['nms_iou']})")
+    group.add_argument("--max_detections", type=flags.positive_int, default=DECODING_DEFAULTS["max_detections"],
+                       help=f"detections kept per image (default: {DECODING_DEFAULTS['max_detections']})")
     args = parser.parse_args(argv)
     options.check_existing_file(parser, args.checkpoint_path, "--checkpoint_path")
     if not args.output.lower().endswith(".onnx"):
@@ -47,7 +66,12 @@ def main(argv=None):
     try:
         images = (read_images_for_check(args.check_images, args.num_check_images) if args.check_images
                   else generated_images(args.num_check_images))
-        export_checkpoint(args.checkpoint_path, args.output, images)
+        if args.raw:
+            export_checkpoint(args.checkpoint_path, args.output, images)
+        else:
+            export_end_to_end(args.checkpoint_path, args.output, images, decoding={
+                "score_threshold": args.score_threshold, "nms_iou": args.nms_iou,
+                "max_detections": args.max_detections})
     except (CheckpointError, MissingExtraError, ImageReadError, ValueError, OSError) as error:
         options.fail(error)
     except ExportCheckError as error:

@@ -55,8 +55,8 @@ class RawOutputs(nn.Module):
         return outputs["cls_logits"], outputs["box_deltas"]
 
 
-def export_model(model, path, metadata, opset=OPSET):
-    """Write ``model`` (a RetinaNet, on the CPU) to ``path`` with ``metadata`` ({key: string}), atomically."""
+def raw_graph(model, opset=OPSET):
+    """The ``onnx.ModelProto`` of ``model`` (a RetinaNet, on the CPU): images -> raw outputs."""
     onnx, = import_extras("export", "exporting to ONNX")
     graph = io.BytesIO()
     example = torch.zeros(2, 3, 96, 128)  # any multiple-of-32 size: the axes are dynamic
@@ -71,9 +71,29 @@ def export_model(model, path, metadata, opset=OPSET):
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(RawOutputs(model).eval(), (example,), graph, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic)
-    proto = onnx.load_from_string(graph.getvalue())
+    return onnx.load_from_string(graph.getvalue())
+
+
+def export_model(model, path, metadata, opset=OPSET):
+    """Write ``model`` (a RetinaNet, on the CPU) to ``path`` with ``metadata`` ({key: string}), atomically."""
+    proto = raw_graph(model, opset)
     set_metadata(proto, metadata)
     write_bytes(path, proto.SerializeToString())  # raises WriteError naming the file, and leaves nothing behind
+
+
+def prepare_export(checkpoint_path):
+    """(the model of a train.py checkpoint in float32 on the CPU, the metadata of its export)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    args = check_model_description(checkpoint, checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path).eval()
+    problem = image_size_problem(args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE))
+    if problem:
+        raise CheckpointError(f"{checkpoint_path}: the saved {problem}")
+    names = checkpoint["class_names"]
+    metadata = build_metadata(names, checkpoint.get("category_ids") or range(1, len(names) + 1),
+                              args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE),
+                              model_options(args), file_sha256(checkpoint_path))
+    return model, metadata
 
 
 def export_checkpoint(checkpoint_path, output_path, check_images=None, check_backend="onnxruntime", log=print):
@@ -85,28 +105,24 @@ def export_checkpoint(checkpoint_path, output_path, check_images=None, check_bac
     (``check_against_torch``). Raises CheckpointError, MissingExtraError or ExportCheckError.
     """
     import_extras(check_backend, f"exporting and checking with {check_backend}")
-    checkpoint = load_checkpoint(checkpoint_path)
-    args = check_model_description(checkpoint, checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path).eval()
-    problem = image_size_problem(args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE))
-    if problem:
-        raise CheckpointError(f"{checkpoint_path}: the saved {problem}")
-    names = checkpoint["class_names"]
-    metadata = build_metadata(names, checkpoint.get("category_ids") or range(1, len(names) + 1),
-                              args.get("min_side", DEFAULT_MIN_SIDE), args.get("max_side", DEFAULT_MAX_SIDE),
-                              model_options(args), file_sha256(checkpoint_path))
+    model, metadata = prepare_export(checkpoint_path)
     unchecked = os.path.splitext(output_path)[0] + ".unchecked.onnx"
     export_model(model, unchecked, metadata)
     transform = EvalTransform(int(metadata["min_side"]), int(metadata["max_side"]))
     images = check_images if check_images is not None else generated_images()
     report = check_against_torch(model, open_exported(unchecked, check_backend), images, transform)
+    promote_checked(unchecked, output_path)
+    log(f"exported {checkpoint_path} -> {output_path} (ONNX opset {OPSET}); {describe_check(report, check_backend)}")
+    return report
+
+
+def promote_checked(unchecked, output_path):
+    """Rename a checked ``*.unchecked.onnx`` to ``output_path``; WriteError naming it when that fails."""
     try:
         os.replace(unchecked, output_path)
     except OSError as error:
         os.remove(unchecked)
         raise WriteError.from_os_error(output_path, error) from None
-    log(f"exported {checkpoint_path} -> {output_path} (ONNX opset {OPSET}); {describe_check(report, check_backend)}")
-    return report
 
 
 def generated_images(count=2):

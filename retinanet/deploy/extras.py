@@ -11,6 +11,7 @@ NEEDS = {
     "onnxruntime": ("onnx", "onnxruntime"),
     "openvino": ("onnx", "openvino"),
     "int8": ("onnx", "onnxruntime"),
+    "end_to_end": ("onnxruntime",),  # running an end-to-end file needs ONNX Runtime alone
 }
 INSTALL_HINT = "pip install -e '.[deploy]'"
 

@@ -20,6 +20,7 @@ from retinanet.deploy.extras import import_extras
 from retinanet.models.anchor_options import anchor_option_rules
 
 FORMAT = "retinanet-onnx-1"
+END_TO_END_FORMAT = "retinanet-onnx-end-to-end-1"  # deploy.end_to_end: an image in, detections out
 JSON_KEYS = ("class_names", "category_ids", "mean", "std", "model_options", "calibration")
 REQUIRED_KEYS = ("format", "class_names", "category_ids", "min_side", "max_side", "mean", "std", "model_options",
                  "source_sha256", "precision")
@@ -74,6 +75,10 @@ def read_metadata(path):
 
 def decode(raw, path):
     missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if raw.get("format") == END_TO_END_FORMAT:
+        raise ExportedModelError(f"{path}: an end-to-end file (a uint8 image in, detections out) for programs of "
+                                 "their own (see the README's example); the scripts run the network-only export: "
+                                 "give them the checkpoint, or export with tools/export.py --raw")
     if missing or raw.get("format") != FORMAT:
         raise ExportedModelError(f"{path}: not a detector exported by tools/export.py "
                                  f"(metadata lacks {', '.join(missing) or 'format ' + FORMAT})")

@@ -10,7 +10,7 @@ import torch
 
 BOX_CODING_STD = (0.1, 0.1, 0.2, 0.2)
 # Exponentiated width/height deltas are clamped so that a wild prediction cannot overflow.
-_MAX_LOG_SCALE = math.log(1000.0 / 16)
+MAX_LOG_SCALE = math.log(1000.0 / 16)
 
 
 def box_area(boxes):
@@ -58,8 +58,8 @@ def decode(anchors, deltas, std=BOX_CODING_STD):
     anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
     centre_x = anchor_x + deltas[..., 0] * anchor_w
     centre_y = anchor_y + deltas[..., 1] * anchor_h
-    half_w = 0.5 * anchor_w * torch.exp(deltas[..., 2].clamp(max=_MAX_LOG_SCALE))
-    half_h = 0.5 * anchor_h * torch.exp(deltas[..., 3].clamp(max=_MAX_LOG_SCALE))
+    half_w = 0.5 * anchor_w * torch.exp(deltas[..., 2].clamp(max=MAX_LOG_SCALE))
+    half_h = 0.5 * anchor_h * torch.exp(deltas[..., 3].clamp(max=MAX_LOG_SCALE))
     return torch.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=-1)
 
 

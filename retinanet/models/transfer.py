@@ -108,6 +108,33 @@ def convert_torchvision_state(state, variant=None):
 
 
 
+def random_torchvision_model(variant, min_size=800, max_size=1333, seed=0):
+    """torchvision's own RetinaNet ``variant`` with random weights made to detect, for checks that
+    download nothing: BatchNorm statistics drawn at random (epsilon 0 for v1, as torchvision loads
+    its v1 COCO weights), the classifier's bias spread so that scores cross 0.05, the outputs of
+    COCO's unused ids silenced (the import keeps the 80 real classes)."""
+    from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+
+    torch.manual_seed(seed)
+    builder = retinanet_resnet50_fpn if variant == "v1" else retinanet_resnet50_fpn_v2
+    model = builder(weights=None, weights_backbone=None, min_size=min_size, max_size=max_size)
+    generator = torch.Generator().manual_seed(seed + 1)
+    unused = sorted(set(range(91)) - set(coco_classes()[1]))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0, 0.1, generator=generator)
+                if variant == "v1":
+                    module.eps = 0.0
+        classifier = model.head.classification_head.cls_logits
+        classifier.bias.normal_(-2.0, 0.5, generator=generator)
+        classifier.bias.view(-1, 91)[:, unused] = -30.0
+        model.head.regression_head.bbox_reg.weight.normal_(0, 0.01, generator=generator)
+    return model.eval()
+
 def compare_with_torchvision(model, state, variant, category_ids, size=(480, 640), seed=0):
     """Run the imported ``model`` and torchvision's own RetinaNet ``variant`` holding ``state`` on one
     random image of ``size`` (height, width; by default sides not divisible by 128, where anchor
