@@ -25,7 +25,7 @@ def parse_error(parse_args, argv, capsys):
     (["--min_side", "800", "--max_side", "600"], ["--min_side 800 is larger than --max_side 600"]),
     (["--prior", "1.5"], ["--prior", "must be strictly between 0 and 1, got 1.5"]),
     (["--epochs", "0"], ["--epochs", "must be a positive integer, got 0"]),
-    (["--fpn_channels", "48"], ["--fpn_channels 48", "must be a multiple of 32"]),
+    (["--fpn_channels", "48"], ["--fpn_channels 48", "must be a positive multiple of 32"]),
     (["--optimizer", "rmsprop"], ["--optimizer", "invalid choice: 'rmsprop'", "'adam', 'adamw', 'sgd'"]),
 ])
 def test_train_refuses_out_of_range_values(tmp_path, capsys, argv, expected):

@@ -19,7 +19,7 @@ from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.data.transforms import image_size_problem
 from retinanet.models.anchor_options import iou_threshold_problem
 from retinanet.models.backbone import PretrainedWeightsError, check_pretrained_file
-from retinanet.models.retinanet import MODEL_OPTION_DEFAULTS
+from retinanet.models.retinanet import FPN_CHANNELS_RULE, MODEL_OPTION_DEFAULTS, fpn_channels_ok
 from retinanet.training.start import PRETRAINED_KEYWORDS
 from retinanet.util.device import resolve_device
 from retinanet.util.io import output_location_problem
@@ -215,9 +215,9 @@ def check_train_args(parser, args):
     check_existing_file(parser, args.resume, "--resume")
     pretrained_file = args.pretrained if args.pretrained not in PRETRAINED_KEYWORDS else None
     check_existing_file(parser, pretrained_file, "--pretrained")
-    if args.fpn_channels % 32 or (args.head_norm == "gn" and args.fpn_channels < 64):
-        parser.error(f"--fpn_channels {args.fpn_channels}: must be a multiple of 32, and at least 64 with "
-                     "--head_norm gn (GroupNorm's 32 groups need 2 channels each)")
+    if not fpn_channels_ok(args.fpn_channels, args.head_norm):
+        parser.error(f"--fpn_channels {args.fpn_channels}: {FPN_CHANNELS_RULE} (--head_norm {args.head_norm}; "
+                     "GroupNorm's 32 groups need 2 channels each)")
     if iou_threshold_problem(args.positive_iou, args.negative_iou):
         parser.error(iou_threshold_problem(args.positive_iou, args.negative_iou))
     try:

@@ -62,6 +62,15 @@ def preset_sides(preset, min_side):
     return sorted({max(1, round(min_side * factor)) for factor in PRESETS[preset]["side_factors"]})
 
 
+SETTING_NAMES = ("augment", "train_sides", "scale_jitter", "photometric", "vflip", "rot90", "min_box_size")
+
+
+def resolved_settings(values):
+    """The augmentation settings of a configuration whose knobs ``config.resolve_training_args``
+    has already filled from the preset (what ``augment_settings`` returned then), read, not derived."""
+    return {name: values[name] for name in SETTING_NAMES}
+
+
 def augment_settings(values):
     """The augmentation flags of a training config (a dict), the preset filling the knobs not given.
 

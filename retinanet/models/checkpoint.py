@@ -22,7 +22,8 @@ from retinanet.models.anchor_options import anchor_option_rules
 from retinanet.models.anchors import ANCHOR_LAYOUTS
 from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS, describe_load_error
 from retinanet.models.fpn import P6_SOURCES
-from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_ARG_NAMES, build_model
+from retinanet.models.retinanet import (FPN_CHANNELS_RULE, HEAD_NORM_CHOICES, MODEL_ARG_NAMES, build_model,
+                                        fpn_channels_ok)
 from retinanet.util.io import atomic_write, file_sha256
 from retinanet.util.values import describe, is_finite_number, is_integer
 
@@ -160,8 +161,7 @@ def _model_arg_rules(args):
         ("norm", f"must be one of {NORM_CHOICES}", isinstance(norm, str) and norm in NORM_CHOICES),
         ("head_norm", f"must be one of {HEAD_NORM_CHOICES}", isinstance(head_norm, str)
          and head_norm in HEAD_NORM_CHOICES),
-        ("fpn_channels", "must be a positive multiple of 32, at least 64 with head_norm gn",
-         is_integer(channels) and channels > 0 and channels % 32 == 0 and (head_norm != "gn" or channels >= 64)),
+        ("fpn_channels", FPN_CHANNELS_RULE, is_integer(channels) and fpn_channels_ok(int(channels), head_norm)),
         ("prior", "must be a number strictly between 0 and 1", is_finite_number(prior) and 0 < prior < 1),
     ]
     for name in ("min_side", "max_side"):

@@ -13,6 +13,14 @@ from retinanet.models.fpn import FeaturePyramid
 from retinanet.models.heads import ClassificationHead, RegressionHead
 
 HEAD_NORM_CHOICES = ("none", "gn")
+FPN_CHANNELS_RULE = "must be a positive multiple of 32, at least 64 with head_norm gn"
+
+
+def fpn_channels_ok(channels, head_norm):
+    """Whether ``channels`` can be the FPN and head width (FPN_CHANNELS_RULE): the heads' GroupNorm
+    has 32 groups of at least 2 channels."""
+    return (isinstance(channels, int) and not isinstance(channels, bool) and channels > 0 and channels % 32 == 0
+            and (head_norm != "gn" or channels >= 64))
 
 
 class RetinaNet(nn.Module):

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from retinanet.data.augment import TrainAugmentation, augment_settings
+from retinanet.data.augment import TrainAugmentation, resolved_settings
 from retinanet.data.check import validate_or_raise
 from retinanet.data.coco import CocoDetection, read_set
 from retinanet.data.layout import SetNotFoundError, find_sets, resolve_set
@@ -100,7 +100,7 @@ def settle_training_precision(model, args, device, datasets, fallback=None):
     when an earlier segment of the run fell back to it (``fallback``, its reason)."""
     if fallback:
         return DeviceConfig(device, None, args.channels_last), f"float32 (the run switched to it: {fallback})", None
-    settings = augment_settings(vars(args))
+    settings = resolved_settings(vars(args))
     image_sizes = [(image["width"], image["height"]) for dataset in datasets for image in dataset.images]
     sizes = check_input_sizes(args.min_side, args.max_side, image_sizes, settings["train_sides"] + [args.min_side],
                               rot90=settings["rot90"])

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from retinanet.data.augment import augment_settings, describe
+from retinanet.data.augment import describe, resolved_settings
 from retinanet.data.box_stats import training_report_lines
 from retinanet.engine import (EpochProgress, LossExplosionWatch, NonFiniteLossError, TooManySkippedImagesError,
                               evaluate, train_one_epoch)
@@ -56,7 +56,7 @@ class Trainer:
         if parts.start is not None:
             self._log_start(parts.start, parts.start_lines + parts.weight_lines)
         if self.is_main and not args.skip_dataset_check:  # the boxes the anchors cannot reach, and better anchors
-            self.log("\n".join(training_report_lines(self.train_set, vars(args), augment_settings(vars(args)))))
+            self.log("\n".join(training_report_lines(self.train_set, vars(args), resolved_settings(vars(args)))))
         self.postprocessor = PostProcessor(args.score_threshold, args.nms_iou, max_detections=args.max_detections)
         self.start_epoch = state.get("epoch", 0)
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
@@ -90,7 +90,7 @@ class Trainer:
         log(f"run {self.run.name}: {len(self.train_set)} training images, {self.train_set.num_classes} classes, "
             f"device {self.device_config.device}, {self.world_size} process(es); writing to {self.run.path}")
         log(f"precision: {self.precision}")
-        log(f"augmentation: {describe(augment_settings(vars(self.args)), self.args.max_side)}")
+        log(f"augmentation: {describe(resolved_settings(vars(self.args)), self.args.max_side)}")
         return log
 
     def _write_config(self):
