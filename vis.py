@@ -195,6 +195,12 @@ def main(argv=None):
         options.fail(error)
 
 
+def picture_title(path, image_id, from_files):
+    """A picture's title: the file's name, and for a dataset's image its id too."""
+    name = os.path.basename(path)
+    return name if from_files else f"{name} (id {image_id})"
+
+
 def run(args):
     args.score_threshold = choose_score_threshold(args)
     ensure_writable_folder(args.output_dir)  # before the predictions, not after them
@@ -210,7 +216,7 @@ def run(args):
         except ImageReadError as error:  # checked already, so changed or damaged since
             options.fail(error)
         pictures.append(draw_detections(image, by_image.get(image_id, []), names, ground_truth,
-                                        args.layout, f"image {image_id}"))
+                                        args.layout, picture_title(path, image_id, from_files=bool(args.images))))
         if not args.grid:
             out = os.path.join(args.output_dir, f"{os.path.splitext(os.path.basename(path))[0]}_id{image_id}.png")
             save_png(out, pictures[-1])

@@ -141,3 +141,9 @@ def test_bfloat16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
     assert 0 < record["loss"] < 10 and record["images"] == 16
     assert load_checkpoint(str(run / "model_final.pt"))["args"]["amp"] == "on"
     assert "precision: bfloat16 autocast (--amp on" in (tmp_path / "log" / "amp.log").read_text()
+
+
+def test_vis_titles_each_picture_by_its_file():
+    vis_script = load_script("vis")
+    assert vis_script.picture_title("/photos/dog_01.jpg", 1, from_files=True) == "dog_01.jpg"
+    assert vis_script.picture_title("data/images/val/000042.png", 42, from_files=False) == "000042.png (id 42)"

@@ -77,3 +77,16 @@ def test_no_module_of_the_package_is_over_400_lines():
     long = {str(path.relative_to(PACKAGE)): n for path in _modules()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
     assert long == {}
+
+
+def test_the_package_imports_no_module_that_exists_on_posix_only():
+    """Run-folder locks go through filelock, so that train.py starts on Windows too."""
+    posix_only = {"fcntl", "termios", "pwd", "grp", "resource", "posix"}
+    found = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(PACKAGE)}: {name}" for name in names if name.split(".")[0] in posix_only]
+    assert found == []

@@ -145,7 +145,10 @@ def test_auto_without_weights_trains_from_scratch_and_says_so(shapes_data, tmp_p
         assert all(p.requires_grad for p in trainer.model_without_ddp.parameters())
     finally:
         trainer.close()
-    assert "WARNING: training from scratch" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "WARNING: training from scratch" in printed.err  # once on the console, once in the log
+    assert (printed.out + printed.err).count("WARNING: training from scratch") == 1
+    assert (tmp_path / "log" / "auto.log").read_text().count("WARNING: training from scratch") == 1
     config = json.loads((tmp_path / "output" / "auto" / "config.json").read_text())
     assert config["start"] == "random weights (ImageNet weights unavailable)"
 

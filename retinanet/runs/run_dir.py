@@ -5,7 +5,6 @@ A run named ``train_depth{D}_epochs{E}_no{N}`` (N the next free number) writes
 ``{log_dir}/{run}.log`` (everything printed on the console, without progress bars).
 """
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -13,6 +12,7 @@ import shutil
 import sys
 
 import torch
+from filelock import FileLock, Timeout
 
 from retinanet.models.checkpoint import atomic_torch_save
 from retinanet.util.io import (TEMPORARY_NAME, atomic_link, WriteError, os_error_reason, probe_folder, read_utf8, write_json,
@@ -127,27 +127,42 @@ def truncate_metrics(path, last_epoch):
 
 
 def _lock_file(path):
-    """(descriptor, None) holding an exclusive ``flock`` on ``path`` (created, the pid written into
-    it), or (None, the holder's pid as written) when a live process holds it. The kernel drops the
-    lock when its process dies, so the lock of a crashed or killed run never blocks the next one."""
+    """(a held ``filelock.FileLock`` on ``path``, None), the pid written into the file, or (None, the
+    holder's pid as written, or '') when a live process holds it. The lock is the system's (flock
+    on Linux and macOS, LockFileEx on Windows), so the system drops it when its process dies and
+    the lock of a crashed or killed run never blocks the next one."""
     while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(path, timeout=0)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(descriptor, 32).decode("ascii", "replace").strip()
-            os.close(descriptor)
-            return None, owner
-        try:
-            same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file:  # else the holder removed the file as it released it: lock the new one
+            lock.acquire()
+        except Timeout:
+            return None, _lock_owner(path)
+        if _locks_the_file_at(lock, path):  # else its holder removed it as it released it: lock the new one
             break
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
-    return descriptor, None
+        lock.release()
+    try:
+        with open(path, "w", encoding="ascii") as stream:
+            stream.write(f"{os.getpid()}\n")
+    except OSError:  # Windows: a locked file is written through the lock's own descriptor only
+        pass
+    return lock, None
+
+
+def _lock_owner(path):
+    try:
+        with open(path, encoding="ascii", errors="replace") as stream:
+            return stream.read(32).strip()
+    except OSError:  # Windows: the holder's lock keeps others from reading
+        return ""
+
+
+def _locks_the_file_at(lock, path):
+    """Whether the file ``lock`` holds is still the one at ``path`` (not removed and made anew)."""
+    descriptor = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    try:
+        return descriptor is None or os.fstat(descriptor).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
 
 
 class RunDirError(RuntimeError):
@@ -204,8 +219,9 @@ class RunDir:
         resumed run ``resumed_run`` continued under another name) or that another live run has
         locked, and check that it is writable. Raises RunDirError with the message to show.
 
-        The lock is ``fcntl.flock`` on ``.lock``, held until ``release``: the kernel drops it when
-        the process dies, so the lock of a crashed or killed run never blocks the next one."""
+        The lock is the system's file lock on ``.lock`` (``filelock``), held until ``release``: the
+        system drops it when the process dies, so the lock of a crashed or killed run never blocks
+        the next one."""
         self._refuse_another_run(resuming, resumed_run)
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -261,39 +277,40 @@ class RunDir:
 
     def _lock(self):
         """Lock ``.lock`` without waiting; RunDirError naming the folder when another live run holds it."""
-        descriptor, owner = _lock_file(self.file(".lock"))
-        if descriptor is None:
+        lock, owner = _lock_file(self.file(".lock"))
+        if lock is None:
             raise RunDirError(f"{self.path} is in use by another run that is still going"
                               f"{f' (pid {owner})' if owner else ''}; wait for it to end or pick another --run_name")
-        self._lock_descriptor = descriptor
+        self._folder_lock = lock
 
     def _lock_log(self):
         """Lock the log too (``.{run}.log.lock`` beside it): two runs of one --run_name under different
         --output_path would otherwise write into the same log/<run>.log."""
-        descriptor, owner = _lock_file(self._log_lock_path())
-        if descriptor is None:
+        lock, owner = _lock_file(self._log_lock_path())
+        if lock is None:
             raise RunDirError(f"{self.log_path} is being written by another run of the name {self.name} that is "
                               f"still going{f' (pid {owner})' if owner else ''}, under another --output_path; wait "
                               "for it to end, or pick another --run_name or --log_dir")
-        self._log_lock_descriptor = descriptor
+        self._log_lock = lock
 
     def _log_lock_path(self):
         return os.path.join(os.path.dirname(os.path.abspath(self.log_path)), f".{self.name}.log.lock")
 
     def release(self):
         """Give the folder and the log up (the end of the run); harmless when they were never claimed.
-        The lock files are removed before they are closed: loader workers forked during the run
-        may keep the descriptors open a while, and the next run then locks a new file."""
-        for attribute, path in (("_log_lock_descriptor", self._log_lock_path()), ("_lock_descriptor", self.file(".lock"))):
-            descriptor = getattr(self, attribute, None)
+        The lock files are removed before they are unlocked (where the system allows it; Windows
+        removes them on release): loader workers forked during the run may keep the descriptors
+        open a while, and the next run then locks a new file."""
+        for attribute, path in (("_log_lock", self._log_lock_path()), ("_folder_lock", self.file(".lock"))):
+            lock = getattr(self, attribute, None)
             setattr(self, attribute, None)
-            if descriptor is None:
+            if lock is None:
                 continue
             try:
                 os.remove(path)
-            except FileNotFoundError:
+            except OSError:  # gone already, or Windows, which removes it as the lock is released
                 pass
-            os.close(descriptor)
+            lock.release(force=True)
 
     def open_log(self):
         return RunLog(self.log_path)

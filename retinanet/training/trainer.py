@@ -112,11 +112,10 @@ class Trainer:
             self._write_config()
 
     def _warn(self, line):
-        """A log line that must be seen (main process): also on stderr, which stays on the console
-        when stdout goes to a file."""
+        """A log line that must be seen (main process): in the log file, and on the console through
+        stderr, which stays there when stdout goes to a file (once: not on stdout as well)."""
         if self.is_main:
-            self.log(line)
-            print(line, file=sys.stderr)
+            self.log(line, file=sys.stderr)
 
     def _log_start(self, start, lines):
         """The start's lines, first in the log; a warning also on stderr, so that it is seen."""
