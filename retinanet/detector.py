@@ -2,8 +2,9 @@
 
     from retinanet import Detector
     detector = Detector.from_checkpoint("output/<run>/model_final.pt", device="auto")
-    results = detector.predict(["a.jpg", "b.png"])   # paths, HxWx3 uint8 RGB arrays or PIL images
-    results[0]["boxes"], results[0]["scores"], results[0]["labels"], results[0]["class_names"]
+    results = detector.predict("photos/")   # a folder, pattern, path, array, PIL image, tensor or a list
+    results[0].boxes, results[0].scores, results[0].class_names; results[0].save("first.png")
+    detector.evaluate("data/val.json", image_dir="data/images/val")["stats"]["AP"]
 
 ``predict`` runs the same code as ``test.py`` and ``vis.py`` (``engine.detect_batch``): the
 checkpoint's own image sizes, the same resize, normalisation, padding and decoding.
@@ -19,14 +20,16 @@ import os
 import numpy as np
 import torch
 
+from retinanet.data.coco import CocoDetection
 from retinanet.data.image_io import load_image_rgb
-from retinanet.data.loader import collate, sample_from_image
+from retinanet.data.loader import build_loader, collate, sample_from_image
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform, image_size_problem
 from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
 from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from retinanet.results import Detections, expand_inputs
 from retinanet.util.device import resolve_device
 
 
@@ -118,26 +121,34 @@ class Detector:
         return detector
 
     def predict(self, images, *, score_threshold=0.05, nms_iou=0.5, max_detections=100, batch_size=4):
-        """Detect objects in one image or a list of images.
+        """Detect objects in one image or many.
 
-        images: a path, an HxWx3 uint8 RGB array (HxW grey and HxWx4 RGBA are converted) or a PIL
-            image, or a list or tuple of those.
-        Returns, per image, a dict: ``boxes`` float32 (D, 4) xyxy in the original image's pixels,
-        ``scores`` float32 (D,), ``labels`` int64 (D,) contiguous, ``class_names`` (D names) and
-        ``category_ids`` int64 (D,); highest score first. One input gives one dict, a list a list.
+        images: a path, an HxWx3 uint8 RGB array (HxW grey and HxWx4 RGBA are converted), a PIL
+            image or a CxHxW tensor (uint8, or float in [0, 1]); or a folder, a glob pattern
+            ("photos/*.jpg") or a list or tuple of the above.
+        Returns, per image, ``results.Detections``: a dict of ``boxes`` float32 (D, 4) xyxy in the
+        original image's pixels, ``scores`` float32 (D,), ``labels`` int64 (D,) contiguous,
+        ``class_names`` (D names) and ``category_ids`` int64 (D,), highest score first, with
+        ``plot()``, ``save(path)`` and ``to_coco(image_id)``. One image gives one, a folder, a
+        pattern or a list a list.
         """
-        single = not isinstance(images, (list, tuple))
-        inputs = [images] if single else list(images)
+        inputs, single = expand_inputs(images)
         postprocessor = PostProcessor(score_threshold, nms_iou, max_detections=max_detections)
         outputs = []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start:start + batch_size]
-            samples = [sample_from_image(to_rgb_array(item), self.transform, image_id=start + offset)
-                       for offset, item in enumerate(chunk)]
+            arrays = [to_rgb_array(item) for item in chunk]
+            samples = [sample_from_image(array, self.transform, image_id=start + offset)
+                       for offset, array in enumerate(arrays)]
             batch, targets, _ = collate(samples)
             detections = detect_batch(self.model, batch, targets, postprocessor=postprocessor,
                                       device_config=self.device_config)
-            outputs += [self._as_numpy(detection) for detection in detections]
+            for item, array, detection in zip(chunk, arrays, detections):
+                source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+                outputs.append(Detections(detection["boxes"].float().cpu().numpy(),
+                                          detection["scores"].float().cpu().numpy(),
+                                          detection["labels"].cpu().numpy(), self.class_names, self.category_ids,
+                                          image=array, source=source, score_threshold=score_threshold))
         return outputs[0] if single else outputs
 
     def predict_loader(self, loader, postprocessor):
@@ -146,21 +157,21 @@ class Detector:
         return predict(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
                        label_to_category_id=self.category_ids)
 
-    def evaluate(self, loader, postprocessor, evaluator="faster", stats=None):
-        """(COCO results, evaluation dict or None) on a COCO set's loader; ``stats`` (a dict) receives
-        ``skipped_images``. See ``engine.evaluate``."""
-        return evaluate(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
+    def evaluate(self, source, postprocessor=None, evaluator="faster", stats=None, *, image_dir=None, batch_size=4):
+        """Evaluate on a COCO set. ``source``: an annotation file (its images in ``image_dir``,
+        default the file's own folder), which returns the evaluation dict (``stats``: the 12 COCO
+        numbers, ``per_class``: AP and AP50 per class, ``lines``: COCOeval's text); or a loader of
+        such a set (``data.loader.build_loader``), which returns (COCO results, evaluation dict or
+        None) as test.py uses it. ``stats`` (a dict) receives ``skipped_images``."""
+        postprocessor = postprocessor or PostProcessor()
+        if isinstance(source, (str, os.PathLike)):
+            dataset = CocoDetection(None, os.path.splitext(os.path.basename(source))[0], self.transform,
+                                    skip_unreadable=True, json_path=os.fspath(source), image_dir=image_dir)
+            loader = build_loader(dataset, batch_size=batch_size, workers=0)
+            return evaluate(self.model, loader, postprocessor=postprocessor, device_config=self.device_config,
+                            evaluator=evaluator, stats=stats)[1]
+        return evaluate(self.model, source, postprocessor=postprocessor, device_config=self.device_config,
                         evaluator=evaluator, stats=stats)
-
-    def _as_numpy(self, detection):
-        labels = detection["labels"].cpu().numpy().astype(np.int64)
-        return {
-            "boxes": detection["boxes"].float().cpu().numpy(),
-            "scores": detection["scores"].float().cpu().numpy(),
-            "labels": labels,
-            "class_names": [self.class_names[label] for label in labels],
-            "category_ids": np.asarray([self.category_ids[label] for label in labels], dtype=np.int64),
-        }
 
 
 def _check_exported_settings(backend, device, amp, channels_last):
@@ -172,9 +183,12 @@ def _check_exported_settings(backend, device, amp, channels_last):
 
 
 def to_rgb_array(item):
-    """A path, PIL image or numpy array -> HxWx3 uint8 RGB array; ValueError for anything else."""
+    """A path, PIL image, CxHxW tensor or numpy array -> HxWx3 uint8 RGB array; ValueError for
+    anything else."""
     if isinstance(item, (str, os.PathLike)):
         return load_image_rgb(os.fspath(item))
+    if isinstance(item, torch.Tensor):
+        return _tensor_to_rgb(item)
     if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image, without importing PIL here
         return np.asarray(item.convert("RGB"))
     if not isinstance(item, np.ndarray):
@@ -188,3 +202,18 @@ def to_rgb_array(item):
     if item.shape[2] == 1:
         item = np.repeat(item, 3, axis=2)
     return np.ascontiguousarray(item[:, :, :3])
+
+
+def _tensor_to_rgb(tensor):
+    """A CxHxW image tensor (as torchvision reads and transforms them: uint8, or float in [0, 1])
+    -> HxWx3 uint8 RGB array."""
+    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(f"expected a CxHxW image tensor (C 1, 3 or 4), got shape {tuple(tensor.shape)}")
+    tensor = tensor.detach().cpu()
+    if tensor.dtype != torch.uint8:
+        if not tensor.is_floating_point():
+            raise ValueError(f"expected a uint8 or float image tensor, got dtype {tensor.dtype}")
+        if not bool(torch.isfinite(tensor).all()) or tensor.min() < 0 or tensor.max() > 1:
+            raise ValueError("expected a float image tensor with values in [0, 1]")
+        tensor = (tensor.float() * 255).round().to(torch.uint8)
+    return to_rgb_array(np.ascontiguousarray(tensor.permute(1, 2, 0).numpy()))

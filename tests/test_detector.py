@@ -113,3 +113,63 @@ def test_a_missing_checkpoint_or_another_depth_is_a_checkpoint_error(setup, tmp_
         Detector.from_checkpoint(os.path.join(tmp_path, "absent.pt"), device="cpu")
     with pytest.raises(CheckpointError, match="ResNet-18"):
         Detector.from_checkpoint(checkpoint, device="cpu", expected_depth=50)
+
+
+def test_results_are_objects_with_arrays_a_picture_and_coco_entries(setup, tmp_path):
+    data, checkpoint, dataset = setup
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", amp="off")
+    path = dataset.image_path(0)
+    result = detector.predict(path)
+    assert result.boxes is result["boxes"] and result.class_names == result["class_names"] and len(result.scores) > 0
+    assert repr(result).startswith(f"Detections({os.path.basename(path)}: {len(result.scores)} detections, "
+                                   "score >= 0.05: ")
+    entries = result.to_coco(image_id=7)
+    assert len(entries) == len(result.scores) and entries[0]["image_id"] == 7
+    x1, y1, x2, y2 = result.boxes[0].tolist()
+    assert entries[0]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.01)
+    picture = result.plot()
+    assert picture.dtype == np.uint8 and picture.shape[1] == result.image.shape[1]
+    assert not np.array_equal(picture[-result.image.shape[0]:], result.image)  # boxes were drawn
+    saved = result.save(str(tmp_path / "drawn.png"))
+    assert np.array_equal(load_image_rgb(saved), picture)
+
+
+def test_every_kind_of_input_gives_the_same_detections(setup, tmp_path):
+    import shutil
+
+    data, checkpoint, dataset = setup
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", amp="off")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(2):
+        shutil.copy(dataset.image_path(index), folder / f"photo_{index}.png")
+    array = load_image_rgb(str(folder / "photo_0.png"))
+    expected = detector.predict(str(folder / "photo_0.png"))
+    tensor_uint8 = torch.from_numpy(array).permute(2, 0, 1)
+    kinds = {"array": array, "PIL": Image.open(folder / "photo_0.png"), "uint8 tensor": tensor_uint8,
+             "float tensor": tensor_uint8.float() / 255, "pathlib path": folder / "photo_0.png"}
+    for kind, item in kinds.items():
+        got = detector.predict(item)
+        assert np.array_equal(got.scores, expected.scores) and np.array_equal(got.boxes, expected.boxes), kind
+    for many in (str(folder), str(folder / "*.png"), [str(folder / "photo_0.png"), array]):
+        results = detector.predict(many, batch_size=1)  # images of other sizes in one batch pad to a common size
+        assert isinstance(results, list) and len(results) == 2
+        assert np.array_equal(results[0].scores, expected.scores)
+    assert detector.predict(str(folder))[1].source.endswith("photo_1.png")
+    with pytest.raises(ValueError, match="no file matches"):
+        detector.predict(str(folder / "*.jpeg"))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        detector.predict(tensor_uint8.float())
+    with pytest.raises(ValueError, match="CxHxW"):
+        detector.predict(torch.zeros(2, 5, 5))
+
+
+def test_evaluate_takes_an_annotation_file_in_one_call(setup, tmp_path):
+    data, checkpoint, dataset = setup
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", amp="off")
+    test_script.main(["--coco_path", data, "--checkpoint_path", checkpoint, "--set_name", "val", "--output_dir",
+                      str(tmp_path), "--workers", "0", "--device", "cpu", "--amp", "off"])
+    from_script = json.loads((tmp_path / "val_metrics.json").read_text())
+    evaluation = detector.evaluate(dataset.json_path, image_dir=dataset.image_dir)
+    assert evaluation["stats"]["AP"] == pytest.approx(from_script["stats"]["AP"], abs=1e-6)
+    assert {row["name"] for row in evaluation["per_class"]} == set(dataset.class_names)

@@ -12,7 +12,7 @@ LAYERS = [
     {"util"},
     {"models", "data", "evaluation"},
     {"optim", "engine", "visualize", "config", "deploy", "runs"},
-    {"detector"},
+    {"detector", "results"},
     {"reporting"},
     {"training"},
     {"cli"},
