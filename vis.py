@@ -36,7 +36,7 @@ from retinanet.data.loader import ImageFiles, build_loader, list_images
 from retinanet.data.transforms import EvalTransform
 from retinanet.deploy.metadata import ExportedModelError
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
-from retinanet.evaluation.analysis_plots import find_best_threshold
+from retinanet.evaluation.analysis import find_best_threshold
 from retinanet.evaluation.results_check import SubmissionError, check_results, load_results_file
 from retinanet.models.box_coding import xyxy_to_xywh
 from retinanet.models.postprocess import PostProcessor

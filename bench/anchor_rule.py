@@ -52,7 +52,7 @@ def main(argv=None):
         height, width = SIZES[(image_id - 1) % len(SIZES)]
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id}.png"})
-        found = {layout: item.predict(image) for layout, item in detectors.items()}
+        found = {layout: item.predict(image, score_threshold=0.05) for layout, item in detectors.items()}
         for layout, detection in found.items():
             tensors = {key: torch.as_tensor(detection[key]) for key in ("boxes", "scores", "labels")}
             results[layout].extend(entry for entry in detections_to_coco(tensors, image_id, category_ids)

@@ -47,7 +47,7 @@ def main(argv=None):
         results = {"Detector (PyTorch float32)": [], "end-to-end ONNX (ONNX Runtime)": []}
         for index in range(len(dataset)):
             image = load_image_rgb(dataset.image_path(index))
-            want = detector.predict(image)
+            want = detector.predict(image, score_threshold=0.05)  # the file's threshold
             got = session.detect(image)
             want_arrays = {"boxes": want["boxes"], "scores": want["scores"], "labels": want["labels"]}
             found = matched_detections(want_arrays, got)

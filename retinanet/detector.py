@@ -26,11 +26,14 @@ from retinanet.data.loader import build_loader, collate, sample_from_image
 from retinanet.data.transforms import DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, EvalTransform, image_size_problem
 from retinanet.deploy.cache import is_exported_file, load_exported
 from retinanet.engine import DeviceConfig, detect_batch, evaluate, predict
+from retinanet.evaluation.analysis import find_best_threshold
 from retinanet.models.precision import check_input_sizes, settle_precision
 from retinanet.models.postprocess import PostProcessor
 from retinanet.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from retinanet.results import Detections, expand_inputs
 from retinanet.util.device import resolve_device
+
+DEFAULT_SCORE_THRESHOLD = 0.05  # predict's threshold when the run has no best-F1 threshold
 
 
 class Detector:
@@ -52,6 +55,8 @@ class Detector:
         self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids else list(range(1, len(self.class_names) + 1))
         self.transform = EvalTransform(min_side, max_side)
+        # predict's default threshold; from_checkpoint takes the run's best-F1 threshold when it has one
+        self.score_threshold, self.threshold_source = DEFAULT_SCORE_THRESHOLD, None
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", *, amp="auto", channels_last=False, min_side=None, max_side=None,
@@ -96,7 +101,19 @@ class Detector:
                        max_side=max_side, device_config=DeviceConfig(device, amp_dtype, channels_last))
         detector.checkpoint_args = saved
         detector.precision = precision
+        detector.use_best_threshold(path, saved.get("val_set") or "val")
         return detector
+
+    def use_best_threshold(self, path, set_name):
+        """Make the best-F1 threshold of ``{set_name}_analysis.json`` beside ``path`` (written by the
+        run's evaluation or test.py, as vis.py uses it) predict's default; nothing when there is none."""
+        try:
+            found = find_best_threshold(set_name, [os.path.dirname(os.path.abspath(path))])
+        except ValueError:  # an unreadable analysis: keep the plain default, as without one
+            found = None
+        if found is not None:
+            self.score_threshold = found[0]
+            self.threshold_source = f"best F1 on {set_name}"
 
     @classmethod
     def from_exported(cls, path, backend="onnxruntime", *, int8=None, min_side=None, max_side=None,
@@ -118,9 +135,10 @@ class Detector:
                        min_side=min_side or metadata["min_side"], max_side=max_side or metadata["max_side"])
         detector.checkpoint_args = options
         detector.precision = f"{'int8' if int8 is not None else 'float32'} ({backend})"
+        detector.use_best_threshold(path, "val")
         return detector
 
-    def predict(self, images, *, score_threshold=0.05, nms_iou=0.5, max_detections=100, batch_size=4):
+    def predict(self, images, *, score_threshold=None, nms_iou=0.5, max_detections=100, batch_size=4):
         """Detect objects in one image or many.
 
         images: a path, an HxWx3 uint8 RGB array (HxW grey and HxWx4 RGBA are converted), a PIL
@@ -130,8 +148,12 @@ class Detector:
         original image's pixels, ``scores`` float32 (D,), ``labels`` int64 (D,) contiguous,
         ``class_names`` (D names) and ``category_ids`` int64 (D,), highest score first, with
         ``plot()``, ``save(path)`` and ``to_coco(image_id)``. One image gives one, a folder, a
-        pattern or a list a list.
+        pattern or a list a list. score_threshold: by default ``self.score_threshold``: the best-F1
+        threshold of the run's validation analysis when ``from_checkpoint`` found one beside the
+        checkpoint (the results' repr says so), else 0.05.
         """
+        source_of_threshold = self.threshold_source if score_threshold is None else None
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
         inputs, single = expand_inputs(images)
         postprocessor = PostProcessor(score_threshold, nms_iou, max_detections=max_detections)
         outputs = []
@@ -148,7 +170,8 @@ class Detector:
                 outputs.append(Detections(detection["boxes"].float().cpu().numpy(),
                                           detection["scores"].float().cpu().numpy(),
                                           detection["labels"].cpu().numpy(), self.class_names, self.category_ids,
-                                          image=array, source=source, score_threshold=score_threshold))
+                                          image=array, source=source, score_threshold=score_threshold,
+                                          threshold_source=source_of_threshold))
         return outputs[0] if single else outputs
 
     def predict_loader(self, loader, postprocessor):

@@ -25,16 +25,18 @@ class Detections(dict):
     """One image's detections, highest score first: ``boxes`` float32 (D, 4) x1 y1 x2 y2 in the
     image's pixels, ``scores`` float32 (D,), ``labels`` int64 (D,) contiguous, ``class_names`` (D
     names) and ``category_ids`` int64 (D,); ``image`` the RGB array they were found in, ``source``
-    its path (or None), ``score_threshold`` the threshold applied."""
+    its path (or None), ``score_threshold`` the threshold applied and ``threshold_source`` where
+    it came from when it is not the plain default."""
 
     def __init__(self, boxes, scores, labels, class_names, category_ids, *, image=None, source=None,
-                 score_threshold=None):
+                 score_threshold=None, threshold_source=None):
         labels = np.asarray(labels, dtype=np.int64)
         super().__init__(boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                          scores=np.asarray(scores, dtype=np.float32), labels=labels,
                          class_names=[class_names[label] for label in labels],
                          category_ids=np.asarray([category_ids[label] for label in labels], dtype=np.int64))
         self.image, self.source, self.score_threshold = image, source, score_threshold
+        self.threshold_source = threshold_source  # e.g. "best F1 on val", when not the plain default
         self._names = dict(zip(category_ids, class_names))
 
     boxes = property(lambda self: self["boxes"])
@@ -47,7 +49,8 @@ class Detections(dict):
         where = f"{os.path.basename(self.source)}: " if self.source else ""
         shown = ", ".join(f"{name} {score:.2f}" for name, score in zip(self.class_names[:5], self.scores[:5]))
         more = f", ... ({len(self.scores) - 5} more)" if len(self.scores) > 5 else ""
-        threshold = f", score >= {self.score_threshold:g}" if self.score_threshold is not None else ""
+        threshold = f", score >= {self.score_threshold:.3g}" if self.score_threshold is not None else ""
+        threshold += f" ({self.threshold_source})" if threshold and self.threshold_source else ""
         return f"Detections({where}{len(self.scores)} detections{threshold}{': ' if shown else ''}{shown}{more})"
 
     def to_coco(self, image_id):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retinanet.evaluation.analysis import analyze_detections, detection_matches, run_cocoeval
-from retinanet.evaluation.analysis_plots import PLOT_NAMES, find_best_threshold, write_analysis
+from retinanet.evaluation.analysis import find_best_threshold
+from retinanet.evaluation.analysis_plots import PLOT_NAMES, write_analysis
 from retinanet.evaluation.coco_eval import evaluate_detections
 from scripts import ROOT
 

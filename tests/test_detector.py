@@ -173,3 +173,20 @@ def test_evaluate_takes_an_annotation_file_in_one_call(setup, tmp_path):
     evaluation = detector.evaluate(dataset.json_path, image_dir=dataset.image_dir)
     assert evaluation["stats"]["AP"] == pytest.approx(from_script["stats"]["AP"], abs=1e-6)
     assert {row["name"] for row in evaluation["per_class"]} == set(dataset.class_names)
+
+
+def test_the_default_threshold_is_the_runs_best_f1_when_it_has_one(setup, tmp_path):
+    import shutil
+
+    data, checkpoint, dataset = setup
+    path = dataset.image_path(0)
+    plain = Detector.from_checkpoint(checkpoint, device="cpu", amp="off")
+    assert plain.score_threshold == 0.05 and "best F1" not in repr(plain.predict(path))
+    shutil.copy(checkpoint, tmp_path / "model_final.pt")
+    (tmp_path / "val_analysis.json").write_text(json.dumps({"f1": {"best": {"threshold": 0.3, "f1": 0.5}}}))
+    detector = Detector.from_checkpoint(str(tmp_path / "model_final.pt"), device="cpu", amp="off")
+    result = detector.predict(path)
+    assert detector.score_threshold == 0.3 and "score >= 0.3 (best F1 on val)" in repr(result)
+    assert (result.scores > 0.3).all()
+    assert np.array_equal(result.scores, plain.predict(path, score_threshold=0.3).scores)
+    assert len(detector.predict(path, score_threshold=0.05).scores) > len(result.scores)  # an explicit one wins

@@ -18,7 +18,7 @@ from retinanet.data.coco import DatasetLoadError
 from retinanet.data.image_io import ImageReadError
 from retinanet.data.layout import SetNotFoundError, resolve_set
 from retinanet.evaluation.analysis import DEFAULT_SCORE_THRESHOLD
-from retinanet.evaluation.analysis_plots import find_best_threshold
+from retinanet.evaluation.analysis import find_best_threshold
 from retinanet.runs import tables
 from retinanet.models.checkpoint import CheckpointError
 from retinanet.reporting.page import write_report

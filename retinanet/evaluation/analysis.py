@@ -38,6 +38,8 @@ Rules, all at COCOeval's maxDets=100 and area "all" unless a size is named:
 """
 import contextlib
 import io
+import json
+import os
 
 import numpy as np
 
@@ -262,6 +264,24 @@ def best_threshold(analysis):
     best = (analysis.get("f1") or {}).get("best") if isinstance(analysis, dict) else None
     threshold = best.get("threshold") if isinstance(best, dict) else None
     return float(threshold) if isinstance(threshold, (int, float)) and 0 <= threshold <= 1 else None
+
+
+def find_best_threshold(set_name, folders):
+    """(threshold, path) from the first ``{set_name}_analysis.json`` among ``folders`` (None entries
+    skipped) that has a best-F1 threshold, or None when there is none. An analysis file that
+    cannot be read raises ValueError naming it."""
+    for folder in folders:
+        path = os.path.join(folder, f"{set_name}_analysis.json") if folder is not None else None
+        if path is None or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                threshold = best_threshold(json.load(handle))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot read the analysis ({error})") from None
+        if threshold is not None:
+            return threshold, path
+    return None
 
 
 def summary_line(analysis):

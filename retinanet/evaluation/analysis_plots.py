@@ -11,7 +11,6 @@
 Figures use matplotlib's object API and the Agg canvas (no display, no pyplot state) and are
 written atomically. Class names are drawn as plain text: a ``$`` never starts mathtext.
 """
-import json
 import os
 
 import numpy as np
@@ -19,7 +18,6 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from retinanet.evaluation.analysis import best_threshold
 from retinanet.util.io import write_figure_png, write_json
 
 DPI = 100
@@ -45,24 +43,6 @@ def write_analysis(analysis, output_dir, set_name, source=None):
     plot_confusion_matrix(analysis, paths["confusion_matrix"])
     plot_ap_by_size(analysis, paths["ap_by_size"])
     return paths
-
-
-def find_best_threshold(set_name, folders):
-    """(threshold, path) from the first ``{set_name}_analysis.json`` among ``folders`` (None entries
-    skipped) that has a best-F1 threshold, or None when there is none. An analysis file that
-    cannot be read raises ValueError naming it."""
-    for folder in folders:
-        path = os.path.join(folder, f"{set_name}_analysis.json") if folder is not None else None
-        if path is None or not os.path.isfile(path):
-            continue
-        try:
-            with open(path, encoding="utf-8") as handle:
-                threshold = best_threshold(json.load(handle))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: cannot read the analysis ({error})") from None
-        if threshold is not None:
-            return threshold, path
-    return None
 
 
 def plain(text):
