@@ -358,3 +358,52 @@ def test_script_exits_2_without_traceback_for_an_unusable_set(dataset):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert "json_invalid: 1" in result.stdout and "unusable sets: val" in result.stderr
+
+
+def test_an_image_in_both_training_and_validation_is_an_error_naming_both(tmp_path):
+    """A copy under another name (found by content) and one file listed by both sets (a split that
+    put it in both) are caught; train.py refuses the sets before anything is written."""
+    import shutil
+    from argparse import Namespace
+
+    from retinanet.config import resolve_training_args
+    from retinanet.data.synthetic import generate_dataset
+    from retinanet.training.setup import load_datasets
+
+    root = tmp_path / "data"
+    generate_dataset(str(root), num_train=6, num_val=3, num_test=0, min_size=64, max_size=96, seed=4)
+    tool = [sys.executable, os.path.join(REPO_ROOT, "tools", "check_dataset.py"), "--coco_path", str(root),
+            "--set_name", "train", "val"]
+    clean = subprocess.run(tool, capture_output=True, text=True)
+    assert clean.returncode == 0 and "image_in_another_set" not in clean.stdout
+
+    train = json.loads((root / "train.json").read_text())
+    val = json.loads((root / "val.json").read_text())
+    copied = train["images"][2]
+    shutil.copy(root / "images" / "train" / copied["file_name"], root / "images" / "val" / val["images"][0]["file_name"])
+    val["images"][0].update(width=copied["width"], height=copied["height"])
+    val["annotations"] = [a for a in val["annotations"] if a["image_id"] != val["images"][0]["id"]]
+    (root / "val.json").write_text(json.dumps(val))
+    result = subprocess.run(tool, capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout
+    assert (f"image {val['images'][0]['id']} is also image {copied['id']} of set 'train' (the same content as "
+            f"{os.path.realpath(root / 'images' / 'train' / copied['file_name'])})") in result.stdout
+
+    with pytest.raises(DatasetError, match="image_in_another_set|is also image"):
+        load_datasets(resolve_training_args(Namespace(coco_path=str(root))), check=True)
+
+    # One file listed by both sets: a split that put it in both, each with part of its boxes.
+    shared = tmp_path / "split"
+    shutil.copytree(root / "images" / "train", shared / "images")
+    for name, images in (("a", train["images"][:4]), ("b", train["images"][3:])):
+        ids = {image["id"] for image in images}
+        subset = dict(train, images=images, annotations=[a for a in train["annotations"] if a["image_id"] in ids])
+        (shared / f"{name}.json").write_text(json.dumps(subset))
+    args = resolve_training_args(Namespace(coco_path=str(shared), train_json=str(shared / "a.json"),
+                                           train_images=str(shared / "images"), val_set="b",
+                                           val_json=str(shared / "b.json"), val_images=str(shared / "images")))
+    with pytest.raises(DatasetError) as caught:
+        load_datasets(args, check=True)
+    [problem] = [p for p in caught.value.report.errors if p.kind == "image_in_another_set"]
+    assert f"image {train['images'][3]['id']} is also image {train['images'][3]['id']} of set 'train' " \
+           "(the same file)" in problem.reason

@@ -7,6 +7,10 @@ A set is found under --coco_path in any layout train.py reads (retinanet/data/la
 ({set}.json and images/{set}/), COCO's own (annotations/instances_{set}.json and {set}/) or
 Roboflow's ({set}/_annotations.coco.json beside the images).
 
+An image in two of the sets (one file listed by both, or a copy of it under another name) makes
+the later set unusable: a model trained on one is then scored on what it saw. train.py checks
+its training and validation sets the same way.
+
 Exits with 0 when every set is usable (fixes the data loader applies are listed with their
 counts) and with 2 when a set is unusable.
 
@@ -23,6 +27,7 @@ import sys
 
 from retinanet.cli.anchor_flags import add_anchor_arguments, add_assignment_arguments, add_low_quality_argument
 from retinanet.data.check import check_dataset
+from retinanet.data.leakage import check_shared_images
 from retinanet.models.anchor_options import iou_threshold_problem
 from retinanet.util.script import run_script
 
@@ -73,7 +78,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    unusable = []
+    unusable, usable = [], []
     for set_name in args.set_name:
         report = check_dataset(args.coco_path, set_name, check_images=not args.no_images,
                                num_threads=args.num_threads)
@@ -81,7 +86,13 @@ def main(argv=None):
         if not report.ok:
             unusable.append(set_name)
         else:
+            usable.append(report)
             print_box_statistics(args, set_name)
+    if not args.no_images and check_shared_images(usable):  # an image in two sets
+        for report in usable:
+            if not report.ok:
+                print(report.format(max_lines=args.max_lines), end="\n\n")
+                unusable.append(report.set_name)
     if unusable:
         print(f"unusable sets: {', '.join(unusable)}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -36,6 +36,7 @@ ERROR_KINDS = {
     "image_file_missing": "image file not found",
     "image_file_unreadable": "image file not an image, truncated or corrupt",
     "image_size_mismatch": "image size in the JSON differs from the file",
+    "image_in_another_set": "the same image file, or its content, in another set too",
 }
 FIX_KINDS = {
     "box_clipped": "bbox partly outside its image: clipped to the image",

@@ -13,6 +13,8 @@ import torch
 
 from retinanet.data.augment import TrainAugmentation, resolved_settings
 from retinanet.data.check import validate_or_raise
+from retinanet.data.leakage import check_shared_images
+from retinanet.data.report import DatasetError
 from retinanet.data.coco import CocoDetection, read_set
 from retinanet.data.layout import SetNotFoundError, find_sets, resolve_set
 from retinanet.data.loader import build_loader
@@ -132,15 +134,18 @@ def load_datasets(args, check=True):
             print(f"warning: no validation set '{args.val_set}' under {args.coco_path} (sets found: "
                   f"{', '.join(find_sets(args.coco_path)) or 'none'}): evaluation disabled; name one with --val_set or "
                   "--val_json", file=sys.stderr)
-    loaded = {"val": None}
+    loaded, reports = {"val": None}, []
     for role, (set_name, json_path, image_dir, files) in sets.items():
         if check:
             report = validate_or_raise(args.coco_path, set_name, json_path=json_path, image_dir=image_dir, files=files)
             if report.fixes:
                 print(report.format(max_lines=10))
             loaded[role] = report.loaded
+            reports.append(report)
         else:
             loaded[role] = read_set(files or resolve_set(args.coco_path, set_name, json_path, image_dir))
+    if check_shared_images(reports):  # a validation image that is also a training image
+        raise DatasetError(next(report for report in reports if not report.ok))
     return loaded
 
 
