@@ -407,3 +407,46 @@ def test_an_image_in_both_training_and_validation_is_an_error_naming_both(tmp_pa
     [problem] = [p for p in caught.value.report.errors if p.kind == "image_in_another_set"]
     assert f"image {train['images'][3]['id']} is also image {train['images'][3]['id']} of set 'train' " \
            "(the same file)" in problem.reason
+
+
+def test_an_exact_duplicate_box_is_reported_and_trained_on_once(tmp_path):
+    from retinanet.data.coco import CocoDetection
+    from retinanet.data.synthetic import generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(str(root), num_train=3, num_val=0, num_test=0, min_size=64, max_size=96, seed=6)
+    before = CocoDetection(str(root), "train", transform=None)
+    coco = json.loads((root / "train.json").read_text())
+    twin = dict(coco["annotations"][0], id=max(a["id"] for a in coco["annotations"]) + 1)
+    coco["annotations"].append(twin)
+    (root / "train.json").write_text(json.dumps(coco))
+    report = check_dataset(str(root), "train")
+    assert report.ok and [p.kind for p in report.fixes] == ["duplicate_box"]
+    assert report.fixes[0].reason.startswith(f"annotation {twin['id']}: the same box and class as annotation "
+                                             f"{coco['annotations'][0]['id']} on image {twin['image_id']}")
+    after = CocoDetection(str(root), "train", transform=None)
+    assert all(np.array_equal(a, b) for a, b in zip(before._boxes, after._boxes))
+
+
+def test_a_roboflow_placeholder_category_is_dropped_with_one_line(tmp_path, capsys):
+    from retinanet.data.coco import CocoDetection
+    from retinanet.data.synthetic import generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(str(root), num_train=3, num_val=0, num_test=0, min_size=64, max_size=96, seed=6)
+    coco = json.loads((root / "train.json").read_text())
+    names = [category["name"] for category in sorted(coco["categories"], key=lambda c: c["id"])]
+    for category in coco["categories"]:
+        category["supercategory"] = "shapes"
+    coco["categories"].insert(0, {"id": 0, "name": "shapes", "supercategory": "none"})
+    (root / "train.json").write_text(json.dumps(coco))
+    report = check_dataset(str(root), "train")
+    assert report.ok and list(report.class_counts) == names
+    assert any(note.startswith("category 'shapes' (id 0): no annotations") for note in report.notes)
+    dataset = CocoDetection(str(root), "train", transform=None)
+    assert dataset.class_names == names and 0 not in dataset.label_to_category_id
+    assert capsys.readouterr().err.count("'shapes' (id 0)") == 1
+    # A category without boxes that is not the others' supercategory stays a class.
+    coco["categories"][0]["name"] = "unused"
+    (root / "train.json").write_text(json.dumps(coco))
+    assert CocoDetection(str(root), "train", transform=None).class_names == ["unused"] + names

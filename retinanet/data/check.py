@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from retinanet.data.image_io import ImageReadError, verify_image_file
-from retinanet.data.layout import LoadedSet, SetNotFoundError, resolve_set
+from retinanet.data.layout import LoadedSet, SetNotFoundError, placeholder_categories, placeholder_note, resolve_set
 from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
 from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
@@ -130,6 +130,15 @@ def check_coco_dict(data, report, image_dir=None):
         _check_annotations(_top_level_list(data, "annotations", report), images, categories, report)
         if category_entries == [] and report.num_annotations:
             report.add("json_structure", "'categories' is empty but there are annotations")
+    placeholders = placeholder_categories(category_entries or [], data.get("annotations") or []
+                                          if isinstance(data.get("annotations"), list) else [])
+    if placeholders:
+        report.class_counts = {name: count for name, count in report.class_counts.items()
+                               if name not in placeholders.values()}
+        empty = [name for name, count in report.class_counts.items() if count == 0]
+        report.notes = [note for note in report.notes if not note.startswith("categories without annotations")]
+        report.notes += [f"categories without annotations: {', '.join(empty)}"] if empty else []
+        report.notes.append(f"category {placeholder_note(placeholders)}")
     return images
 
 
@@ -269,7 +278,7 @@ def _check_annotations(entries, images, categories, report):
     report.num_annotations = len(entries)
     if not entries:
         report.notes.append("'annotations' is empty: the set has no ground truth boxes")
-    seen_ids = set()
+    seen_ids, seen_boxes = set(), {}
     annotated_images = set()
     for index, entry in enumerate(entries):
         annotation_id = _entry_id(entry, f"annotations[{index}]", "annotation_entry_invalid", report)
@@ -288,7 +297,14 @@ def _check_annotations(entries, images, categories, report):
             report.class_counts[categories[category_id]] += 1
         if image_id is not None:
             annotated_images.add(image_id)
+        found = len(report.problems)
         _check_annotation_box(entry, images[image_id] if image_id is not None else None, label, annotation_id, report)
+        box, usable = entry.get("bbox"), all(problem.kind not in ERROR_KINDS for problem in report.problems[found:])
+        if usable and image_id is not None and category_id is not None and isinstance(box, list):
+            first = seen_boxes.setdefault((image_id, category_id, tuple(box)), label)
+            if first is not label:
+                report.add("duplicate_box", f"{label}: the same box and class as {first} on image {image_id}",
+                           item_id=annotation_id)
     if images is not None:
         report.images_without_annotations = len(images.keys() - annotated_images)
         if entries and report.images_without_annotations:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
 from retinanet.data.image_io import ImageReadError, load_image_rgb
-from retinanet.data.layout import DatasetLoadError, LoadedSet, resolve_set
+from retinanet.data.layout import DatasetLoadError, LoadedSet, placeholder_categories, placeholder_note, resolve_set
 
 __all__ = ["CocoDetection", "DatasetLoadError", "read_set"]
 
@@ -49,7 +49,11 @@ class CocoDetection(Dataset):
         self.transform = transform
         self.skip_unreadable = skip_unreadable
         coco = loaded.data
-        categories = sorted(coco["categories"], key=lambda category: category["id"])
+        self.placeholders = placeholder_categories(coco["categories"], coco.get("annotations") or [])
+        if self.placeholders:
+            print(f"note: {self.json_path}: category {placeholder_note(self.placeholders)}", file=sys.stderr)
+        categories = sorted((category for category in coco["categories"] if category["id"] not in self.placeholders),
+                            key=lambda category: category["id"])
         self.label_to_category_id = [int(category["id"]) for category in categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
         self.class_names = [str(category["name"]) for category in categories]
@@ -63,10 +67,15 @@ class CocoDetection(Dataset):
 
     def _index_annotations(self, annotations):
         by_image = {image["id"]: ([], []) for image in self.images}
+        seen = set()  # (image, category, box as written): an exact duplicate is trained on once
         sizes = {image["id"]: (image["width"], image["height"]) for image in self.images}
         for annotation in annotations:
             if annotation.get("iscrowd", 0):
                 continue
+            key = (annotation["image_id"], annotation["category_id"], tuple(annotation["bbox"]))
+            if key in seen:
+                continue
+            seen.add(key)
             width, height = sizes[annotation["image_id"]]
             box = sanitize_box(annotation["bbox"], width, height)
             if box is None:

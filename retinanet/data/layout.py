@@ -61,6 +61,24 @@ class LoadedSet(NamedTuple):
     sha256: str
 
 
+def placeholder_categories(categories, annotations):
+    """{id: name} of the placeholder category a Roboflow COCO export adds: one without annotations
+    whose name is the supercategory of every other category ('shapes' over 'star', 'ring' ...).
+    Entries that are not well-formed are left to the dataset check."""
+    valid = [entry for entry in categories if isinstance(entry, dict) and type(entry.get("id")) is int]
+    used = {entry.get("category_id") for entry in annotations if isinstance(entry, dict)
+            and type(entry.get("category_id")) is int}
+    return {entry["id"]: entry.get("name") for entry in valid if len(valid) > 1 and entry["id"] not in used
+            and all(other.get("supercategory") == entry.get("name") for other in valid if other is not entry)}
+
+
+def placeholder_note(placeholders):
+    """The one line saying which placeholder categories are dropped."""
+    return ", ".join(f"'{name}' (id {category_id})" for category_id, name in placeholders.items()) + (
+        ": no annotations, and the supercategory of every other category (the placeholder a Roboflow export "
+        "adds): dropped, not a class")
+
+
 def candidate_files(root, set_name):
     """SetFiles of ``set_name`` in every layout of LAYOUTS, in order, whether they exist or not."""
     return [

@@ -42,6 +42,7 @@ FIX_KINDS = {
     "box_clipped": "bbox partly outside its image: clipped to the image",
     "box_too_small": "bbox under 1 px wide or high after clipping: skipped",
     "crowd_skipped": "crowd region (iscrowd=1): skipped from training",
+    "duplicate_box": "the same box and class twice on an image: trained on once",
 }
 
 
