@@ -353,3 +353,24 @@ def test_runs_of_one_configuration_group_together_whatever_their_precision_check
                           "precision_check": check, "config": f"copy{seed}.yaml", "print_config": False})
     groups = summary.aggregate(summary.summary_rows(summary.find_runs([str(tmp_path)])))
     assert [group["runs"] for group in groups] == [["seed1", "seed2"]]
+
+
+def test_a_failed_run_is_named_and_one_seed_repeated_is_not_called_a_spread_over_seeds(tmp_path):
+    output = tmp_path / "output"
+    for index, ap in enumerate((0.30, 0.32)):
+        write_run(output, f"repeat_{index}", [epoch_record(1, 0.9, evaluation=coco(ap, 0.5))], config={"seed": 3407},
+                  summary_json={"wall_seconds": 60.0})
+    failed = output / "crashed_run"
+    failed.mkdir()
+    (failed / "config.json").write_text(json.dumps({"seed": 3407}))  # stopped before its first epoch
+    notes = []
+    runs = summary.find_runs([str(output)], note=notes.append)
+    assert [os.path.basename(run) for run in runs] == ["repeat_0", "repeat_1"]
+    assert notes == [f"{failed}: a run that finished no epoch (config.json without metrics.jsonl); left out"]
+    report = summary.format_report(summary.summary_rows(runs))
+    assert "ran 2 times with one seed (3407): their std measures run-to-run nondeterminism only" in report
+    for seed, name in ((1, "seeded_1"), (2, "seeded_2")):
+        write_run(tmp_path / "seeds", name, [epoch_record(1, 0.9, evaluation=coco(0.3, 0.5))], config={"seed": seed},
+                  summary_json={"wall_seconds": 60.0})
+    seeded = summary.format_report(summary.summary_rows(summary.find_runs([str(tmp_path / "seeds")])))
+    assert "Mean and sample standard deviation" in seeded and "one seed" not in seeded

@@ -81,6 +81,9 @@ def find_runs(paths, note=None):
         else:
             entries = [os.path.join(path, entry) for entry in sorted(os.listdir(path))]
             candidates = [entry for entry in entries if is_run_dir(entry)]
+            for entry in entries:  # a run that failed before its first epoch: say so, do not drop it silently
+                if os.path.isfile(os.path.join(entry, CONFIG_FILE)) and not is_run_dir(entry):
+                    note(f"{entry}: a run that finished no epoch (config.json without {METRICS_FILE}); left out")
             candidates += [_run_dir_for_log(entry, note) for entry in entries
                            if entry.endswith(".log") and os.path.isfile(entry)]
             if not candidates:
@@ -323,6 +326,12 @@ def format_report(rows, group_by=None, always_aggregate=False):
         shared = ", ".join(group_by) if group_by else "every setting but the seed"
         text += f"\n\nMean and sample standard deviation (n-1) over runs sharing {shared}:\n\n"
         text += format_aggregate_table(groups)
+        same = [group for group in groups if group["one_seed"]]
+        if same:
+            text += (f"\n\nNote: {len(same)} of these configurations ran {', '.join(str(len(g['runs'])) for g in same)} "
+                     f"times with one seed ({', '.join(str(g['seeds'][0]) for g in same)}): their std measures "
+                     "run-to-run nondeterminism only, not the spread over seeds (vary --seed, e.g. tools/sweep.py "
+                     "--seeds 1 2 3)")
     return text
 
 
@@ -349,6 +358,7 @@ def _varying_settings(rows):
 def _group_statistics(settings, rows):
     group = {"settings": settings, "runs": [row["run"] for row in rows], "seeds": [row.get("seed") for row in rows],
              "unfinished": sum(row.get("status") != FINISHED for row in rows)}
+    group["one_seed"] = len(rows) > 1 and len({json.dumps(seed) for seed in group["seeds"]}) == 1
     for _, key in AGGREGATED:
         values = [row[key] for row in rows if row.get(key) is not None]
         group[f"{key}_mean"] = statistics.fmean(values) if values else None
