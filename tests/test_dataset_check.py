@@ -376,6 +376,8 @@ def test_an_image_in_both_training_and_validation_is_an_error_naming_both(tmp_pa
             "--set_name", "train", "val"]
     clean = subprocess.run(tool, capture_output=True, text=True)
     assert clean.returncode == 0 and "image_in_another_set" not in clean.stdout
+    same = load_datasets(resolve_training_args(Namespace(coco_path=str(root), val_set="train")), check=True)
+    assert same["train"].files == same["val"].files  # validating on the training set itself is a choice
 
     train = json.loads((root / "train.json").read_text())
     val = json.loads((root / "val.json").read_text())

@@ -13,12 +13,15 @@ CHUNK_BYTES = 1 << 20
 
 
 def check_shared_images(reports):
-    """Add ``image_in_another_set`` errors to ``reports`` (DatasetReports of different sets, each
-    with ``loaded``); a report without a parsed set is skipped. Returns the number of errors added."""
-    files = []  # (report, image id, real path)
+    """Add ``image_in_another_set`` errors to ``reports`` (DatasetReports, each with ``loaded``); a
+    report without a parsed set is skipped, and so is a second report of the same annotation file
+    (validating on the training set itself, ``--val_set train``, is a choice, not a leak). Returns
+    the number of errors added."""
+    files, annotation_files = [], set()  # (report, image id, real path); the sets' files seen
     for report in reports:
-        if report.loaded is None:
+        if report.loaded is None or os.path.realpath(report.json_path) in annotation_files:
             continue
+        annotation_files.add(os.path.realpath(report.json_path))
         image_dir = report.loaded.files.image_dir
         for entry in report.loaded.data.get("images") or []:
             name = entry.get("file_name") if isinstance(entry, dict) else None
