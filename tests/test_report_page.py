@@ -27,8 +27,12 @@ window.addEventListener("error", function (event) {
   window.probeErrors.push(event.message || ("failed to load " + (target.src || target.tagName)).slice(0, 200));
 }, true);
 window.addEventListener("load", function () {
+  var top = function (element) { return element ? element.getBoundingClientRect().top : null; };
   document.title = JSON.stringify({errors: window.probeErrors, images: Array.from(document.images).map(
-    function (image) { return {complete: image.complete, width: image.naturalWidth, alt: image.alt}; })});
+    function (image) { return {complete: image.complete, width: image.naturalWidth, alt: image.alt,
+                               top: top(image)}; }),
+    headline: top(document.getElementById("headline")), settings: top(document.getElementById("settings")),
+    screen: window.innerHeight});
 });
 </script>"""
 
@@ -102,6 +106,7 @@ def test_page_loads_in_a_headless_browser_with_every_image_shown(trained_run, tm
     probed = tmp_path / "report_probed.html"
     probed.write_text((run / "report.html").read_text().replace("<head>", "<head>\n" + PROBE, 1))
     opened = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=10000",
+                             "--window-size=1400,900",
                              f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probed.as_uri()],
                             capture_output=True, text=True, timeout=120)
     assert opened.returncode == 0, opened.stderr[-2000:]
@@ -111,6 +116,11 @@ def test_page_loads_in_a_headless_browser_with_every_image_shown(trained_run, tm
     assert state["errors"] == []
     assert len(state["images"]) == 6
     assert all(image["complete"] and image["width"] > 0 for image in state["images"]), state["images"]
+    # The first screen (1400 x 900) shows the headline AP and the training curves; the settings come last.
+    curves = state["images"][0]
+    assert curves["alt"] == "loss and validation AP per epoch"
+    assert 0 <= state["headline"] < curves["top"] < state["screen"] <= 900, state
+    assert state["settings"] > max(image["top"] for image in state["images"])
 
 
 def test_report_tool_finds_the_validation_set_where_training_did(tmp_path):

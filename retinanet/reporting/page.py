@@ -29,7 +29,8 @@ from retinanet.util.io import read_json_object, write_text
 
 
 STYLE = """
-body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+body { font-family: sans-serif; font-size: 16px; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+.headline { font-size: 1.6em; margin: 0.3em 0; } summary { cursor: pointer; font-weight: bold; margin-top: 1.6em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 td, th { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
@@ -37,7 +38,7 @@ td:first-child, th:first-child { text-align: left; }
 .columns { display: flex; gap: 1em; align-items: flex-start; } .columns table { flex: 1; }
 .settings td:last-child, .labels td:last-child { text-align: left; }
 .settings td:last-child { font-family: monospace; word-break: break-all; }
-.labels td:last-child { font-family: monospace; font-size: 0.8em; white-space: pre; color: #555; }
+.labels td:last-child { font-family: monospace; font-size: 0.95em; white-space: pre; color: #444; }
 .halves { display: flex; gap: 1em; } .halves figure { flex: 1; }
 .note { color: #888; } img { max-width: 100%; border: 1px solid #eee; }
 figure { margin: 0.8em 0; } figcaption { font-size: 0.85em; color: #555; }
@@ -65,9 +66,9 @@ def write_report(run_path):
     Raises ValueError naming a file that is not what it should be (see ``tables.load_run``)."""
     run = load_run(run_path)
     set_name = run["config"].get("val_set") or "val"
+    # The results first (headline AP, curves, tables, analysis, pictures); the settings folded last.
     sections = [
         _header(run),
-        _section("Settings", _settings_table(run["config"])),
         _section("Training curves", _image(os.path.join(run_path, "curves.png"), "loss and validation AP per epoch")),
         _section("Latest evaluation and per-class AP", "<div class=\"columns\">"
                  f"<div>{_evaluation(run, set_name)}</div><div>{_per_class(run_path, set_name)}</div></div>"),
@@ -75,6 +76,8 @@ def write_report(run_path):
         _section("Validation predictions", _image(
             grid_path(run_path, set_name), f"{set_name} images: ground truth (green, left) and predictions "
             f"(red, right, at the best-F1 threshold of the analysis)")),
+        f"<details id=\"settings\"><summary>Settings ({len(run['config'])} entries of config.json)</summary>\n"
+        f"{_settings_table(run['config'])}</details>",
     ]
     title = html.escape(f"{run['name']}: run report")
     page = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n"
@@ -103,9 +106,10 @@ def _header(run):
         status = f"{done} of {planned} epochs done ({format_duration(seconds)} of training)"
         status += "" if done == planned else "; running, stopped or interrupted"
     best = best_record(records)
-    if best is not None:
-        status += f"; best val AP {best['coco']['AP']:.3f} at epoch {best['epoch']}"
-    return (f"<h1>{html.escape(run['name'])}</h1>\n<p>{html.escape(status)}</p>\n"
+    headline = (f"best val AP <b>{best['coco']['AP']:.3f}</b> (AP50 {best['coco']['AP50']:.3f}) at epoch "
+                f"{best['epoch']}" if best is not None else "no evaluation yet")
+    return (f"<h1>{html.escape(run['name'])}</h1>\n<p class=\"headline\" id=\"headline\">{headline}</p>\n"
+            f"<p>{html.escape(status)}</p>\n"
             f"<p class=\"note\">{html.escape(os.path.abspath(run['path']))}; page written "
             f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>")
 
