@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from retinanet.runs.recipes import RECIPES
+from retinanet.experiments.recipes import RECIPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET = ["--depth", "18", "--epochs", "8", "--min_side", "256", "--max_side", "320", "--batch_size", "2"]

@@ -13,7 +13,7 @@ LAYERS = [
     {"models", "data", "evaluation"},
     {"optim", "engine", "visualize", "config", "deploy", "runs"},
     {"detector", "results"},
-    {"reporting"},
+    {"reporting", "experiments"},
     {"training"},
     {"cli"},
     {"api", "__init__"},

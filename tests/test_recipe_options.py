@@ -71,7 +71,7 @@ def test_each_recipe_learns_on_data_unlike_the_demo(recipe, tmp_path, one_thread
     """Three classes of 16-80 px objects (the demo has six classes of larger ones): 20 short epochs
     on 16 images must lift the AP on them well above zero. Measured: AP 0.145 (defaults) and
     0.161 (original_equivalent), AP50 0.33 and 0.24."""
-    from retinanet.runs.recipes import RECIPES
+    from retinanet.experiments.recipes import RECIPES
     from scripts import TINY_TRAIN_FLAGS, load_script
 
     data = tmp_path / "data"

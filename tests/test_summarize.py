@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from retinanet.runs import tables as summary
-from retinanet.runs import sweep
+from retinanet.experiments import sweep
 from retinanet.runs.plots import plot_run_curves, plot_runs_overlay
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

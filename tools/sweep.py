@@ -14,7 +14,7 @@ import sys
 
 
 from retinanet.runs import tables
-from retinanet.runs import sweep
+from retinanet.experiments import sweep
 
 
 def positive_number_text(text):

@@ -1,2 +1,2 @@
-"""The run folder (run_dir.py writes and reads it), its curves (plots.py), tables over run folders
-(tables.py), and the named flag sets and sweeps that launch runs (recipes.py, sweep.py)."""
+"""The run folder: run_dir.py writes and reads it, plots.py draws its curves, tables.py formats
+tables over run folders (means and spreads over seeds)."""
