@@ -38,6 +38,7 @@ from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from retinanet.deploy.export import (ExportCheckError, detection_difference, generated_images, prepare_export,
                                      promote_checked, raw_graph)
 from retinanet.deploy.extras import import_extras
+from retinanet.engine import DeviceConfig, detect_batch
 from retinanet.deploy.metadata import END_TO_END_FORMAT, decode as decode_metadata, set_metadata
 from retinanet.deploy.onnx_graph import GraphBuilder, area_resize, linear_resize
 from retinanet.models.anchors import AnchorGenerator
@@ -76,11 +77,13 @@ def end_to_end_graph(raw_model, metadata, decoding=None, raw_input="images", raw
                              for side in (height_d, width_d))
     pixels = b.op("Unsqueeze", b.op("Transpose", b.op("Cast", IMAGE_INPUT, to=TensorProto.FLOAT), perm=[2, 0, 1]),
                   b.i64(0))
-    enlarged = b.op("Cast", linear_resize(b, b.op("Cast", pixels, to=TensorProto.INT64), (height, width),
-                                           (new_height, new_width)), to=TensorProto.FLOAT)
-    shrunk = b.op("Cast", area_resize(b, b.op("Cast", pixels, to=TensorProto.DOUBLE), (height, width),
-                                       (new_height, new_width)), to=TensorProto.FLOAT)
-    resized = b.op("Where", b.op("Less", scale, one_d), shrunk, enlarged)  # OpenCV: INTER_AREA or INTER_LINEAR
+    shrink = b.branch(lambda: b.op("Cast", area_resize(b, b.op("Cast", pixels, to=TensorProto.DOUBLE), (height, width),
+                                                       (new_height, new_width)), to=TensorProto.FLOAT), TensorProto.FLOAT)
+    enlarge = b.branch(lambda: b.op("Cast", linear_resize(b, b.op("Cast", pixels, to=TensorProto.INT64), (height, width),
+                                                          (new_height, new_width)), to=TensorProto.FLOAT),
+                       TensorProto.FLOAT)
+    # OpenCV's INTER_AREA when shrinking, INTER_LINEAR otherwise; only the one needed runs
+    resized = b.op("If", b.op("Less", scale, one_d), then_branch=shrink, else_branch=enlarge)
     resized = b.op("Clip", b.op("Round", resized), b.f32(0.0), b.f32(255.0))  # whole levels, as a uint8 image
     mean = b.const(np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1), np.float32, "mean")
     inverse_std = b.const((np.float32(1.0) / IMAGENET_STD).reshape(1, 3, 1, 1), np.float32, "inverse_std")
@@ -177,8 +180,8 @@ def end_to_end_graph(raw_model, metadata, decoding=None, raw_input="images", raw
                          helper.make_tensor_value_info("category_ids", TensorProto.INT64, ["detections"])])
     network = list(graph.node)
     del graph.node[:]
-    graph.node.extend(b.nodes[:_first_after_pad(b.nodes, raw_input)] + network
-                      + b.nodes[_first_after_pad(b.nodes, raw_input):])
+    split = _first_after_pad(b.nodes, raw_input)  # the preprocessing, the network, then what follows it
+    graph.node.extend(b.nodes[:split] + network + b.nodes[split:])
     graph.initializer.extend(b.initializers)
     return raw_model
 
@@ -310,9 +313,7 @@ def describe_end_to_end_check(report):
 
 def _torch_detections(model, image, transform, postprocessor):
     """What Detector.predict gives for one image, in float32 on the CPU, as numpy arrays."""
-    sample = sample_from_image(image, transform, image_id=1)
-    batch, targets, _ = collate([sample])
+    batch, targets, _ = collate([sample_from_image(image, transform, image_id=1)])
     with torch.no_grad():
-        outputs = model(batch)
-    [detection] = postprocessor(outputs, [targets[0]["size"]], [targets[0]["scale"]], [targets[0]["orig_size"]])
+        [detection] = detect_batch(model, batch, targets, postprocessor=postprocessor, device_config=DeviceConfig())
     return {key: value.numpy() for key, value in detection.items()}

@@ -29,6 +29,18 @@ class GraphBuilder:
     def f32(self, value):
         return self.const(value, np.float32, "f32")
 
+    def branch(self, build, element_type):
+        """A subgraph for an ``If`` node: ``build()`` adds its nodes (it sees the outer graph's
+        values) and returns the one output, of ONNX ``element_type``; constants stay outside."""
+        outer, self.nodes = self.nodes, []
+        try:
+            output = build()
+            nodes = self.nodes
+        finally:
+            self.nodes = outer
+        output_info = self.helper.make_tensor_value_info(output, element_type, None)
+        return self.helper.make_graph(nodes, self.name("branch"), [], [output_info])
+
     def op(self, op_type, *inputs, outputs=1, output_names=None, **attributes):
         names = output_names or [self.name(op_type.lower()) for _ in range(outputs)]
         self.nodes.append(self.helper.make_node(op_type, list(inputs), names, **attributes))
