@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from retinanet.detector import Detector
-from retinanet.engine import DeviceConfig, detections_to_coco
+from retinanet.engine import DeviceConfig
 from retinanet.evaluation.coco_eval import evaluate_detections
 from retinanet.models.checkpoint import load_model_weights
 from retinanet.models.retinanet import build_model
@@ -54,8 +54,7 @@ def main(argv=None):
         images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id}.png"})
         found = {layout: item.predict(image, score_threshold=0.05) for layout, item in detectors.items()}
         for layout, detection in found.items():
-            tensors = {key: torch.as_tensor(detection[key]) for key in ("boxes", "scores", "labels")}
-            results[layout].extend(entry for entry in detections_to_coco(tensors, image_id, category_ids)
+            results[layout].extend(entry for entry in detection.to_coco(image_id)
                                    if min(entry["bbox"][2:]) >= 1)  # boxes clipped flat at the border: no object
         reference = found["torchvision"]
         for box, score, category in zip(reference["boxes"], reference["scores"], reference["category_ids"]):

@@ -13,9 +13,10 @@ import glob
 import os
 
 import numpy as np
+import torch
 
 from retinanet.data.loader import list_images
-from retinanet.models.box_coding import xyxy_to_xywh
+from retinanet.engine import detections_to_coco
 from retinanet.visualize import draw_detections, save_png
 
 GLOB_CHARACTERS = ("*", "?", "[")
@@ -38,6 +39,7 @@ class Detections(dict):
         self.image, self.source, self.score_threshold = image, source, score_threshold
         self.threshold_source = threshold_source  # e.g. "best F1 on val", when not the plain default
         self._names = dict(zip(category_ids, class_names))
+        self._label_to_category_id = list(category_ids)
 
     boxes = property(lambda self: self["boxes"])
     scores = property(lambda self: self["scores"])
@@ -55,10 +57,8 @@ class Detections(dict):
 
     def to_coco(self, image_id):
         """COCO results entries ({image_id, category_id, bbox [x, y, w, h], score}), as test.py writes them."""
-        boxes = xyxy_to_xywh(self.boxes.astype(np.float64))
-        return [{"image_id": int(image_id), "category_id": int(category_id),
-                 "bbox": [round(float(value), 2) for value in box], "score": round(float(score), 5)}
-                for box, score, category_id in zip(boxes, self.scores, self.category_ids)]
+        tensors = {key: torch.from_numpy(self[key]) for key in ("boxes", "scores", "labels")}
+        return detections_to_coco(tensors, image_id, self._label_to_category_id)
 
     def plot(self, ground_truth=None, title=None):
         """The image with the detections drawn as vis.py draws them (HxWx3 uint8 RGB); ground_truth:

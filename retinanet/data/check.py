@@ -23,8 +23,6 @@ covers ``x <= u <= x + width``, and clipping is to ``[0, image width] x [0, imag
 The report classes (``DatasetReport``, ``Problem``, ``DatasetError`` and the kind tables) live
 in ``retinanet.data.report`` and are importable from here too.
 """
-import hashlib
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +31,7 @@ from typing import NamedTuple
 from retinanet.data.image_io import ImageReadError, verify_image_file
 from retinanet.data.layout import LoadedSet, SetNotFoundError, placeholder_categories, placeholder_note, resolve_set
 from retinanet.data.report import ERROR_KINDS, FIX_KINDS, DatasetError, DatasetReport, Problem
+from retinanet.util.io import read_json_and_sha256
 from retinanet.util.values import describe, is_finite_number, is_integer, is_number, short_repr
 
 __all__ = ["ERROR_KINDS", "FIX_KINDS", "MAX_JSON_BYTES", "MIN_BOX_SIZE", "BoxCheck", "DatasetError", "DatasetReport",
@@ -124,21 +123,18 @@ def check_coco_dict(data, report, image_dir=None):
     images = _check_image_entries(_top_level_list(data, "images", report), report, image_dir)
     category_entries = _top_level_list(data, "categories", report)
     categories = _check_categories(category_entries, report)
+    annotations = data.get("annotations")
+    placeholders = placeholder_categories(category_entries or [], annotations if isinstance(annotations, list) else [])
+    for name in placeholders.values():  # not a class: neither counted nor listed as without annotations
+        report.class_counts.pop(name, None)
+    if placeholders:
+        report.notes.append(f"category {placeholder_note(placeholders)}")
     if "annotations" not in data:
         report.notes.append("no 'annotations' key: a set without ground truth (for prediction only)")
     else:
         _check_annotations(_top_level_list(data, "annotations", report), images, categories, report)
         if category_entries == [] and report.num_annotations:
             report.add("json_structure", "'categories' is empty but there are annotations")
-    placeholders = placeholder_categories(category_entries or [], data.get("annotations") or []
-                                          if isinstance(data.get("annotations"), list) else [])
-    if placeholders:
-        report.class_counts = {name: count for name, count in report.class_counts.items()
-                               if name not in placeholders.values()}
-        empty = [name for name, count in report.class_counts.items() if count == 0]
-        report.notes = [note for note in report.notes if not note.startswith("categories without annotations")]
-        report.notes += [f"categories without annotations: {', '.join(empty)}"] if empty else []
-        report.notes.append(f"category {placeholder_note(placeholders)}")
     return images
 
 
@@ -168,9 +164,7 @@ def _load_json(json_path, max_json_bytes, report):
                    f"file is {size} bytes, over the limit of {max_json_bytes} bytes (max_json_bytes)")
         return None, None
     try:
-        with open(json_path, "rb") as file:
-            raw = file.read()
-        data = json.loads(raw)
+        data, sha256 = read_json_and_sha256(json_path)
     except (OSError, ValueError) as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         report.add("json_invalid", f"not valid JSON: {error}")
         return None, None
@@ -180,7 +174,7 @@ def _load_json(json_path, max_json_bytes, report):
     if not isinstance(data, dict):
         report.add("json_structure", f"top level must be a JSON object, got {type(data).__name__}")
         return None, None
-    return data, hashlib.sha256(raw).hexdigest()
+    return data, sha256
 
 
 def _top_level_list(data, key, report):

@@ -16,8 +16,6 @@ The data contract, used everywhere in this package. A sample is ``(image, target
 Boxes are cleaned by one rule shared with the dataset checker (``data.check.sanitize_box``):
 clipped to the image, dropped when under 1 px wide or high; ``iscrowd`` regions are not trained on.
 """
-import hashlib
-import json
 import os
 import sys
 
@@ -28,6 +26,7 @@ from torch.utils.data import Dataset
 from retinanet.data.check import MAX_JSON_BYTES, sanitize_box
 from retinanet.data.image_io import ImageReadError, load_image_rgb
 from retinanet.data.layout import DatasetLoadError, LoadedSet, placeholder_categories, placeholder_note, resolve_set
+from retinanet.util.io import read_json_and_sha256
 
 __all__ = ["CocoDetection", "DatasetLoadError", "read_set"]
 
@@ -146,10 +145,8 @@ def read_set(files, max_json_bytes=MAX_JSON_BYTES):
     size = os.path.getsize(files.json_path)
     if size > max_json_bytes:
         raise DatasetLoadError(f"{files.json_path}: {size} bytes, more than the {max_json_bytes} allowed")
-    with open(files.json_path, "rb") as handle:
-        raw = handle.read()
     try:
-        data = json.loads(raw)
+        data, sha256 = read_json_and_sha256(files.json_path)
     except RecursionError:  # arrays nested thousands deep exhaust the parser's stack
         raise DatasetLoadError(f"{files.json_path}: not valid JSON for a dataset: nested too deeply") from None
-    return LoadedSet(files, data, hashlib.sha256(raw).hexdigest())
+    return LoadedSet(files, data, sha256)

@@ -98,9 +98,10 @@ def _weights_beside(path, checkpoint):
     if not os.path.isfile(model_path):
         raise CheckpointError(f"{path}: its weights are kept in {name} beside it, which is missing; copy or "
                               f"restore {model_path} next to it")
-    if file_sha256(model_path) != digest:
+    found = file_sha256(model_path)
+    if found != digest:
         raise CheckpointError(f"{path}: its weights are kept in {name} beside it, but that file changed since "
-                              f"(SHA-256 {file_sha256(model_path)[:12]}, expected {digest[:12]})")
+                              f"(SHA-256 {found[:12]}, expected {digest[:12]})")
     weights = load_checkpoint(model_path).get("model")
     if not isinstance(weights, dict):
         raise CheckpointError(f"{model_path}: holds no weights ('model') for {path}")

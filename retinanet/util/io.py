@@ -187,6 +187,15 @@ def read_json_object(path):
     return value
 
 
+def read_json_and_sha256(path):
+    """(the parsed JSON of the file at ``path``, the SHA-256 of its bytes as hex), from one read.
+    OSError, ValueError (not JSON, not UTF-8) and RecursionError (nested too deeply) come out as
+    ``open`` and ``json.loads`` raise them."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return json.loads(raw), hashlib.sha256(raw).hexdigest()
+
+
 def file_sha256(path, chunk_bytes=1 << 20):
     """The SHA-256 of a file's bytes, as hex, read in chunks."""
     digest = hashlib.sha256()
@@ -201,14 +210,8 @@ def atomic_link(source, path):
     """Make ``path`` a hard link to ``source`` (a file in the same folder), replacing ``path``
     atomically: the same content stored once. Raises OSError where the file system has no hard
     links (the caller then writes a copy)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    while True:
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.link(source, temporary)
-            break
-        except FileExistsError:
-            continue
+    _, temporary = _at_new_temporary(os.path.dirname(os.path.abspath(path)), os.path.basename(path),
+                                     lambda temporary: os.link(source, temporary))
     try:
         os.replace(temporary, path)
     except OSError:
@@ -225,9 +228,16 @@ def _create_temporary_file(folder, name):
 
     ``os.open`` with mode 0o666 lets the kernel apply the umask, as for any newly created file.
     """
+    return _at_new_temporary(folder, name, lambda temporary: os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _at_new_temporary(folder, name, make):
+    """(``make(path)``, path) for a new ``.{name}.{random}.tmp`` path (TEMPORARY_NAME) in ``folder``:
+    ``make`` creates the file there, failing with FileExistsError when the name is taken."""
     while True:
         temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
         try:
-            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+            return make(temporary), temporary
         except FileExistsError:
             continue  # another writer drew the same name; draw again
