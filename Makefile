@@ -19,8 +19,11 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PYTHON) tools/demo.py
 
+# A test process killed by a signal (a crash in native code) is named with the test it was running.
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q || { status=$$?; if [ $$status -gt 128 ]; then \
+	    echo "the test process died of signal $$((status - 128)) during $$(cat .pytest_cache/last_test_started)" >&2; \
+	fi; exit $$status; }
 
 data: $(VENV)/.installed
 	$(PYTHON) tools/make_synthetic_dataset.py --output data

@@ -39,3 +39,15 @@ def module_tmp(tmp_path_factory):
     yield make
     for path in made:
         shutil.rmtree(path)
+
+
+# The test that is running, for `make test` to name when the process dies of a signal: a crash in
+# native code can kill the process before pytest (or faulthandler) prints anything.
+LAST_STARTED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache",
+                            "last_test_started")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    os.makedirs(os.path.dirname(LAST_STARTED), exist_ok=True)
+    with open(LAST_STARTED, "w") as record:
+        record.write(nodeid + "\n")

@@ -12,6 +12,8 @@ input shapes the run will meet, in float32 and under autocast on random input, a
   pass or (for training) in the gradients of its input and weight, is kept in float32 for inputs
   up to the largest failing one (:func:`keep_in_float32`): the heads, shared by all levels, still
   run P3-P5 in reduced precision when only P6 or P7 is wrong. Everything else stays as it was.
+- On the CPU, inputs of at most ``CPU_FLOAT32_PIXELS`` run in float32 in every layer and are not
+  checked: the kernel that was wrong there is never called at all.
 - When what is kept in float32 is more than ``MAX_FLOAT32_SHARE`` of the model's convolution work, or
   the whole model's output under autocast is not finite, the run uses float32 as a whole.
 - Verdicts are cached per machine (processor or GPU, PyTorch version, ISA limit, threads) and
@@ -41,6 +43,12 @@ MAX_FLOAT32_SHARE = 0.5
 SMALL_INPUT_PIXELS = 64
 SMALL_INPUT_REPEATS = 3
 SMALL_LAYER_PIXELS = 32 * 32
+# On the CPU, convolutions on inputs of at most this many pixels (8x8) always run in float32 under
+# autocast, and are never run in reduced precision, not even to check them. The AMX fault was at
+# such a size (3x2) and intermittent, the mark of a kernel reading memory it does not own; one that
+# also writes there can corrupt the process in ways no comparison sees. These inputs are P6/P7 (and
+# P5 at small image sizes): a negligible share of the work.
+CPU_FLOAT32_PIXELS = 64
 
 
 class Float32Conv2d(nn.Conv2d):
@@ -86,6 +94,7 @@ class PrecisionCheck:
     float32_layers: list = field(default_factory=list)
     failures: list = field(default_factory=list)
     float32_max_pixels: dict = field(default_factory=dict)
+    float32_floor: int = 0
     checked: int = 0
     from_cache: int = 0
     seconds: float = 0.0
@@ -95,7 +104,8 @@ class PrecisionCheck:
         """One clause for the log and config.json."""
         sizes = ", ".join(f"{h}x{w}" for h, w in self.input_sizes)
         head = (f"checked {self.checked} layer shapes at inputs {sizes} in {self.seconds:.2f} s"
-                + (f" ({self.from_cache} from the cache)" if self.from_cache else ""))
+                + (f" ({self.from_cache} from the cache)" if self.from_cache else "")
+                + (f", inputs of at most {self.float32_floor} pixels in float32" if self.float32_floor else ""))
         if not self.use_reduced:
             return f"{head}: {self.reason}; using float32"
         if not self.float32_layers:
@@ -111,7 +121,7 @@ class PrecisionCheck:
         return {"dtype": _dtype_name(self.dtype), "use_reduced": self.use_reduced,
                 "float32_layers": list(self.float32_layers), "checked": self.checked,
                 "from_cache": self.from_cache, "seconds": round(self.seconds, 3),
-                "float32_max_pixels": dict(self.float32_max_pixels),
+                "float32_max_pixels": dict(self.float32_max_pixels), "float32_floor": self.float32_floor,
                 "input_sizes": [list(size) for size in self.input_sizes], "bound": RELATIVE_ERROR_BOUND,
                 "failures": [[name, list(shape), _format_error(error)] for name, shape, error in self.failures]}
 
@@ -125,8 +135,9 @@ def check_model(model, device, dtype, input_sizes, *, training, channels_last=Fa
     started = time.perf_counter()
     release_float32_layers(model)
     cache = VerdictCache("precision_checks.json", machine_fingerprint(device)) if use_cache else None
-    result = PrecisionCheck(dtype, [tuple(size) for size in input_sizes])
-    shapes = _conv_input_shapes(model, input_sizes, batch_size)
+    floor = CPU_FLOAT32_PIXELS if device.type == "cpu" else 0
+    result = PrecisionCheck(dtype, [tuple(size) for size in input_sizes], float32_floor=floor)
+    shapes = _conv_input_shapes(model, input_sizes, batch_size, above_pixels=floor)
     convs = dict(model.named_modules())
     failing = {}
     devices_state = torch.random.get_rng_state(), (torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
@@ -164,8 +175,9 @@ def check_model(model, device, dtype, input_sizes, *, training, channels_last=Fa
         result.reason = (f"{len(failing)} layers doing {share:.0%} of the convolution work are off by more than "
                          f"{RELATIVE_ERROR_BOUND:.0%} in {_dtype_name(dtype)}")
     else:
-        for name, max_pixels in limits.items():
-            keep_in_float32(convs[name], max_pixels)
+        for name, layer in convs.items():
+            if isinstance(layer, nn.Conv2d) and (floor or name in limits):
+                keep_in_float32(layer, max(limits.get(name, 0), floor))
         result.float32_layers = sorted(failing)
         result.float32_max_pixels = limits
         if not _whole_model_finite(model, device, dtype, min(input_sizes, key=lambda s: s[0] * s[1]), channels_last):
@@ -220,14 +232,15 @@ def _pad(value, divisor=32):
     return int(math.ceil(value / divisor) * divisor)
 
 
-def _conv_input_shapes(model, input_sizes, batch_size):
+def _conv_input_shapes(model, input_sizes, batch_size, above_pixels=0):
     """{conv name: [input shape, ...]} of every nn.Conv2d over a forward pass at each size, found on
     a copy of the model on the meta device (no arithmetic, no memory). Normalisation layers keep
     the shape, and their meta implementations are slow, so the copy has none.
 
     Every layer is checked at the smallest and the largest input; at the sizes between, only
     layers whose input is at most SMALL_LAYER_PIXELS, where the faults were seen and a check
-    costs microseconds (the large shapes there would multiply the check's cost)."""
+    costs microseconds (the large shapes there would multiply the check's cost). Inputs of at most
+    ``above_pixels`` are left out (they run in float32 whatever the check finds)."""
     meta_model = copy.deepcopy(model).to("meta")
     for parent in list(meta_model.modules()):
         for child_name, child in parent.named_children():
@@ -236,7 +249,8 @@ def _conv_input_shapes(model, input_sizes, batch_size):
     shapes, full = {}, set(_ends(input_sizes))
 
     def record(name, shape, size):
-        if size in full or shape[-2] * shape[-1] <= SMALL_LAYER_PIXELS:
+        pixels = shape[-2] * shape[-1]
+        if pixels > above_pixels and (size in full or pixels <= SMALL_LAYER_PIXELS):
             shapes.setdefault(name, []).append(tuple(shape))
 
     current = {}
