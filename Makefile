@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh clone:
-#   make demo   creates .venv (pinned requirements.txt and requirements-deploy.txt + this project, editable),
+#   make demo   creates .venv (pinned requirements.txt, requirements-deploy.txt, requirements-track.txt + this
+#               project, editable),
 #               generates data/ if missing, trains and evaluates
 #   make test   creates .venv if needed and runs the test suite
 PYTHON_BASE ?= python3
@@ -8,9 +9,10 @@ PYTHON := $(VENV)/bin/python
 
 .PHONY: demo test data bench bccd clean-venv venv
 
-$(VENV)/.installed: requirements.txt requirements-deploy.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-deploy.txt requirements-track.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-deploy.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-deploy.txt \
+	    -r requirements-track.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -24,6 +24,7 @@ from retinanet.models.backbone import NORM_CHOICES, RESNET_LAYOUTS
 from retinanet.models.heads import HEAD_INIT_CHOICES
 from retinanet.models.retinanet import HEAD_NORM_CHOICES, MODEL_OPTION_DEFAULTS
 from retinanet.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+from retinanet.runs.trackers import LOGGER_CHOICES
 from retinanet.util.device import AMP_CHOICES, DEVICE_CHOICES
 
 MAX_SEED = 2**32 - 1  # NumPy seeds are 32-bit unsigned integers
@@ -234,6 +235,9 @@ class RunConfig:
                             "faster)", choices=("faster", "pycocotools"))
     print_every: int = option(50, "log a loss line every N iterations when no progress bar is shown (default: 50)",
                               kind="non_negative_int")
+    logger: list = option([], "experiment trackers besides steps.csv and metrics.jsonl, which are always written: "
+                          "tensorboard (event files in the run folder's tensorboard/), mlflow (to MLflow's tracking "
+                          "URI); each needs its package installed (default: none)", choices=LOGGER_CHOICES, nargs="*")
     sync_bn: bool = option(False, "SyncBatchNorm across processes (with --norm bn)", switch=True)
     config: str = option(None, "read flags from a YAML or JSON file of {flag: value} (a run's config.json too); flags "
                          "on the command line override it", metavar="FILE", section="configuration file",

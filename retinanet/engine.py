@@ -89,7 +89,7 @@ class EpochProgress:
 
 def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch, device_config, progress,
                     scaler=None, grad_clip=0.1, max_skipped_images=10, print_every=50, log=print,
-                    should_stop=None, on_precision_fallback=None, explosion_watch=None):
+                    should_stop=None, on_precision_fallback=None, explosion_watch=None, on_step=None):
     """One pass over ``loader`` (the part after ``progress.steps`` when resuming mid-epoch).
 
     ``progress`` (an EpochProgress) is updated after every step. ``should_stop`` (a callable) is
@@ -99,6 +99,7 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
     steps (and over processes), 'lr' the rate of the last step. ``on_precision_fallback(reason)`` is
     called when a step had to be taken in float32 (``training_step``); the rest of the epoch then
     runs in float32. ``explosion_watch`` (a LossExplosionWatch) is shown every step's loss.
+    ``on_step(step, values, lr)`` is called after every step with its losses (loss, cls, box) and rate.
     """
     model.train()
     sums = torch.tensor(progress.sums, dtype=torch.float64)
@@ -130,6 +131,8 @@ def train_one_epoch(model, criterion, optimizer, lr_scheduler, loader, *, epoch,
         sums += values
         images_this_call += images.shape[0]
         progress.sums, progress.steps, progress.images = sums.tolist(), step, progress.images + images.shape[0]
+        if on_step is not None:
+            on_step(step, values, last_lr)
         if show_bar:
             bar.set_postfix(loss=f"{values[0]:.4f}", cls=f"{values[1]:.4f}", box=f"{values[2]:.4f}")
         elif print_every and step % print_every == 0 and distributed.is_main_process():

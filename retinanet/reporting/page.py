@@ -69,7 +69,7 @@ def write_report(run_path):
     # The results first (headline AP, curves, tables, analysis, pictures); the settings folded last.
     sections = [
         _header(run),
-        _section("Training curves", _image(os.path.join(run_path, "curves.png"), "loss and validation AP per epoch")),
+        _section("Training curves", _image(os.path.join(run_path, "curves.png"), "loss and learning rate by step, loss and validation AP per epoch")),
         _section("Latest evaluation and per-class AP", "<div class=\"columns\">"
                  f"<div>{_evaluation(run, set_name)}</div><div>{_per_class(run_path, set_name)}</div></div>"),
         _section("Analysis", _analysis(run_path, set_name)),

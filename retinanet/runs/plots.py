@@ -1,12 +1,13 @@
-"""Training curves as small PNG files, drawn from the records of a run's ``metrics.jsonl``.
+"""Training curves as small PNG files, drawn from the records of a run's ``metrics.jsonl`` and
+the rows of its ``steps.csv`` (loss and learning rate by step).
 
 A record is one finished epoch (written by ``training.trainer.Trainer``, kept by ``runs.run_dir.RunDir``): ``epoch`` (1-based), ``loss``,
 ``cls_loss``, ``box_loss`` and, on epochs where validation ran, ``coco`` with the 12 COCO numbers
 (``AP``, ``AP50``, ...; -1 where COCOeval had no ground truth to score).
 
 Figures are built with matplotlib's object API and the Agg canvas, so nothing here touches
-pyplot's global state or needs a display. Each PNG is 9 x 3.5 inches at 100 dpi (900 x 350
-pixels, a few tens of KB) and is written atomically: a reader never sees half a file.
+pyplot's global state or needs a display. Each panel is 4.5 x 3.5 inches at 100 dpi (a PNG of
+900 or 1350 x 350 pixels, a few tens of KB) and is written atomically: a reader never sees half a file.
 """
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,16 +22,21 @@ LOSS_KEYS = ("loss", "cls_loss", "box_loss")
 LOSS_LABELS = {"loss": "total", "cls_loss": "classification", "box_loss": "regression"}
 
 
-def plot_run_curves(metrics_records, png_path, title=None):
-    """One run's curves: losses per epoch (left) and validation AP / AP50 (right).
+def plot_run_curves(metrics_records, png_path, title=None, steps=None):
+    """One run's curves: the loss and the learning rate by step (left, when ``steps`` has rows),
+    the losses per epoch and validation AP / AP50 (right).
 
-    metrics_records: list of per-epoch dicts as read by ``experiment.read_metrics``.
+    metrics_records: list of per-epoch dicts as read by ``run_dir.read_metrics``.
     png_path: where to write the PNG (its folder is created if missing).
     title: optional figure title, e.g. the run name.
+    steps: the rows of the run's steps.csv (``trackers.read_steps``), one per training step.
     """
-    figure = _new_figure(title)
-    loss_axes, ap_axes = figure.subplots(1, 2)
-    _style_axes(loss_axes, "loss")
+    figure = _new_figure(title, panels=3 if steps else 2)
+    axes = figure.subplots(1, 3 if steps else 2)
+    if steps:
+        _plot_steps(axes[0], steps)
+    loss_axes, ap_axes = axes[-2:]
+    _style_axes(loss_axes, "loss per epoch")
     for key, style in (("cls_loss", "-"), ("box_loss", "-"), ("loss", "--")):
         epochs, values = _series(metrics_records, key)
         if epochs:
@@ -49,6 +55,31 @@ def plot_run_curves(metrics_records, png_path, title=None):
     else:
         _say(ap_axes, "no evaluation yet")
     write_figure_png(png_path, figure, dpi=DPI)
+
+
+def _plot_steps(axes, steps):
+    """The total loss of every step (faint), its running mean over ~2% of the steps, and the
+    learning rate on a second axis."""
+    iterations = [row["iteration"] for row in steps]
+    losses = [row["loss"] for row in steps]
+    axes.set_title("loss and learning rate by step", fontsize="medium")
+    axes.set_xlabel("iteration")
+    axes.grid(True, alpha=0.3)
+    axes.plot(iterations, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
+    window = max(1, len(losses) // 50)
+    if window > 1:
+        running, total = [], 0.0
+        for index, value in enumerate(losses):
+            total += value - (losses[index - window] if index >= window else 0.0)
+            running.append(total / min(index + 1, window))
+        axes.plot(iterations, running, color="tab:blue", linewidth=1.5, label=f"loss, mean of {window}")
+    axes.set_ylabel("loss")
+    rate_axes = axes.twinx()
+    rate_axes.plot(iterations, [row["lr"] for row in steps], color="tab:orange", linestyle="--", label="rate")
+    rate_axes.set_ylabel("learning rate")
+    rate_axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    lines = axes.lines + rate_axes.lines
+    axes.legend(lines, [line.get_label() for line in lines], fontsize="small")
 
 
 def plot_runs_overlay(runs, png_path, metric="AP"):
@@ -102,8 +133,8 @@ def _colours(count):
     return [palette[index % len(palette)] for index in range(count)]
 
 
-def _new_figure(title):
-    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="tight")
+def _new_figure(title, panels=2):
+    figure = Figure(figsize=(FIGURE_SIZE[0] * panels / 2, FIGURE_SIZE[1]), dpi=DPI, layout="tight")
     FigureCanvasAgg(figure)
     if title:
         figure.suptitle(title, fontsize="medium")

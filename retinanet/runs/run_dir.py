@@ -332,7 +332,8 @@ class RunDir:
 
     def plot_curves(self):
         from retinanet.runs.plots import plot_run_curves  # matplotlib is loaded only when plotting
-        plot_run_curves(self.read_metrics(), self.curves_path, title=self.name)
+        from retinanet.runs.trackers import STEPS_FILE, read_steps
+        plot_run_curves(self.read_metrics(), self.curves_path, title=self.name, steps=read_steps(self.file(STEPS_FILE)))
 
     def save_checkpoint(self, state, name):
         """Write a checkpoint atomically into the run folder; returns its path.

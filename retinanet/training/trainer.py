@@ -3,8 +3,6 @@
 ``Trainer`` orchestrates; its parts come from ``training.setup.set_up_training``, the loops are
 ``engine.train_one_epoch`` / ``engine.evaluate``, and the files belong to a ``RunDir``.
 """
-import os
-import re
 import sys
 import time
 
@@ -20,7 +18,9 @@ from retinanet.models.checkpoint import (capture_rng_states, load_model_weights,
                                          training_state_beside)
 from retinanet.config import CONFIG_VERSION, resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
+from retinanet.runs.trackers import MissingTrackerError, Trackers, check_loggers
 from retinanet.training.setup import TrainingError, resolve_device, set_up_training
+from retinanet.training.messages import divergence_advice, format_epoch_line, time_left, why_stopped
 from retinanet.training.signals import StopRequest
 from retinanet.util import distributed
 from retinanet.util.io import WriteError
@@ -33,6 +33,10 @@ class Trainer:
 
     def __init__(self, args, resume_state=None, typed_flags=None):
         self.args = args = resolve_training_args(args)
+        try:  # before anything is loaded: a tracker that is not installed is a one-line error
+            check_loggers(args.logger)
+        except MissingTrackerError as error:
+            raise TrainingError(str(error)) from None
         device = resolve_device(args.device)
         self.rank, self.world_size, local_rank = distributed.init_from_environment(device.type)
         if device.type == "cuda" and self.world_size > 1:
@@ -66,6 +70,8 @@ class Trainer:
         self.earlier_seconds = float(state.get("wall_seconds") or 0.0)  # training time of earlier segments
         self.epochs_done = self.start_epoch
         start_iteration = self._load_resume_state(state) if resume_state is not None else 0
+        self.trackers = Trackers(self.run.path, args.logger, self._config(), None if resume_state is None
+                                 else start_iteration) if self.is_main else None
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
         self.stop = StopRequest()
         self.fit_started = None
@@ -93,14 +99,17 @@ class Trainer:
         log(f"augmentation: {describe(resolved_settings(vars(self.args)), self.args.max_side)}")
         return log
 
-    def _write_config(self):
+    def _config(self):
+        """config.json's contents: every flag and the facts of this run."""
         check = self.precision_check.as_dict() if self.precision_check is not None else None
-        self.run.write_config(dict(vars(self.args), run_name=self.run.name, config_version=CONFIG_VERSION,
-                                   class_names=self.train_set.class_names,
-                                   world_size=self.world_size, device_used=str(self.device_config.device),
-                                   precision=self.precision, precision_check=check,
-                                   precision_fallback=self.precision_fallback, num_train_images=len(self.train_set),
-                                   train_data=self.train_data, train_data_changes=self.train_data_changes))
+        return dict(vars(self.args), run_name=self.run.name, config_version=CONFIG_VERSION,
+                    class_names=self.train_set.class_names, world_size=self.world_size,
+                    device_used=str(self.device_config.device), precision=self.precision, precision_check=check,
+                    precision_fallback=self.precision_fallback, num_train_images=len(self.train_set),
+                    train_data=self.train_data, train_data_changes=self.train_data_changes)
+
+    def _write_config(self):
+        self.run.write_config(self._config())
 
     def _fall_back_to_float32(self, reason):
         """A step was only finite in float32 (engine.training_step): the rest of the run uses float32."""
@@ -170,7 +179,8 @@ class Trainer:
             device_config=self.device_config, progress=self.progress, scaler=self.scaler, grad_clip=args.grad_clip,
             max_skipped_images=args.max_skipped_images, print_every=args.print_every, log=self.log,
             should_stop=self.stop.requested, on_precision_fallback=self._fall_back_to_float32,
-            explosion_watch=self.explosion_watch)}
+            explosion_watch=self.explosion_watch,
+            on_step=(lambda step, values, lr: self._on_step(epoch, step, values, lr)) if self.is_main else None)}
         self.loss_history.append(record["loss"])
         self.epochs_done, self.progress = epoch + 1, EpochProgress()
         last = epoch + 1 == args.epochs
@@ -196,11 +206,20 @@ class Trainer:
             self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
             self.log(format_epoch_line(record, args.epochs) + time_left(
                 time.perf_counter() - self.fit_started, epoch + 1 - self.start_epoch, args.epochs - epoch - 1))
+            self.trackers.epoch(record, (epoch + 1) * len(self.train_loader))
             self.run.plot_curves()
             if "coco" in record:  # report.html follows every evaluation; matplotlib is loaded only then
                 from retinanet.reporting.page import update_after_evaluation
+                from retinanet.reporting.prediction_grid import grid_path
                 update_after_evaluation(self.run.path, self.val_loader.dataset, results, epoch + 1)
+                self.trackers.image(grid_path(self.run.path, self.val_loader.dataset.set_name), epoch + 1)
         distributed.barrier()
+
+    def _on_step(self, epoch, step, values, lr):
+        """One row of steps.csv (and the trackers') per training step; ``epoch`` is 0-based."""
+        self.trackers.step({"iteration": epoch * len(self.train_loader) + step, "epoch": epoch + 1, "step": step,
+                            "loss": float(values[0]), "cls_loss": float(values[1]), "box_loss": float(values[2]),
+                            "lr": lr, "seconds": round(time.perf_counter() - self.fit_started, 3)})
 
     # ----- checkpoints --------------------------------------------------------------------
     def _state(self, epoch, partial=None):
@@ -293,6 +312,8 @@ class Trainer:
         for loader in (self.train_loader, self.val_loader):
             if loader is not None:
                 loader.shutdown()
+        if getattr(self, "trackers", None) is not None:
+            self.trackers.close()
         if self.log is not print:
             self.log.close()
             self.run.release()
@@ -311,37 +332,6 @@ def train_to_end(args, resume_state=None, typed_flags=None):
 
 
 # ----- building blocks ------------------------------------------------------------------------
-# torch's message when a DataLoader worker dies of a signal (SIGKILL from the out-of-memory killer).
-WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: ?([^\n.]*)")
-
-
-def why_stopped(error, stop, args, run_path):
-    """(reason for the log, outcome) of an error that ends training with a checkpoint: the exit
-    status of a stop signal, or the TrainingError message of a failure; any other error is raised
-    again."""
-    if isinstance(error, KeyboardInterrupt):
-        return f"interrupted by {stop.signal_name or 'Ctrl-C'}", stop.exit_code()
-    if isinstance(error, (NonFiniteLossError, TooManySkippedImagesError, WriteError)):
-        return str(error), str(error)
-    killed = WORKER_KILLED.search(str(error))
-    if killed is None:
-        raise error
-    if stop.requested():  # the stop signal reached the workers too
-        return f"interrupted by {stop.signal_name}", stop.exit_code()
-    reason = f"a data-loading worker was killed by signal {killed.group(1)}"
-    return reason, (f"{reason}, most often by the system running out of memory; saved a resumable "
-                    f"checkpoint in {run_path}; try fewer --workers (now {args.workers}) or a smaller --batch_size "
-                    f"(now {args.batch_size})")
-
-
-def divergence_advice(last_good, learning_rate):
-    """How to go on after a non-finite loss: from the last good checkpoint at a tenth of the rate."""
-    lower = f"{learning_rate / 10:.3g}"
-    if os.path.exists(last_good):
-        return f"continue from the last good checkpoint at a lower rate: python train.py --resume {last_good} " \
-               f"--learning_rate {lower}"
-    return f"no epoch finished before it: start again with a lower --learning_rate (e.g. {lower})"
-
 def _run_name(args, resume_state, create):
     """--run_name, else the resumed run's name, else the next free automatic name (its folder
     created at once when ``create``, so that two runs starting together cannot take the same one)."""
@@ -370,21 +360,3 @@ def restore_training_state(state, model, optimizer, scaler, learning_rate, path)
     if "rng_states" in state:
         restore_rng_states(state["rng_states"])
     return state["lr_scheduler"]["last_epoch"]
-
-
-def time_left(seconds, epochs_run, epochs_remaining):
-    """', about N min left' at the pace of the epochs run so far (evaluations included)."""
-    if epochs_remaining <= 0 or epochs_run <= 0:
-        return ""
-    return f", about {seconds / epochs_run * epochs_remaining / 60:.1f} min left"
-
-
-def format_epoch_line(record, epochs):
-    line = (f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f} (cls {record['cls_loss']:.4f}, "
-            f"box {record['box_loss']:.4f}), lr {record['lr']:.3g}, {record['seconds']:.0f}s, "
-            f"{record['images_per_second']:.1f} img/s")
-    if "coco" in record:
-        line += f", val AP {record['coco']['AP']:.4f} AP50 {record['coco']['AP50']:.4f}"
-    if record.get("val_skipped_images"):
-        line += f", {record['val_skipped_images']} val images skipped (could not be decoded)"
-    return line

@@ -1,0 +1,194 @@
+"""Where a run's numbers go besides the log: ``steps.csv`` always, TensorBoard or MLflow on request.
+
+``steps.csv`` (in the run folder) has one row per training step: ``iteration`` (1-based over the
+run), ``epoch``, ``step`` (within the epoch), ``loss``, ``cls_loss``, ``box_loss``, ``lr`` (the
+rate of that step) and ``seconds`` (since the start of this process's training). The per-epoch
+records stay in ``metrics.jsonl``; the curves draw both.
+
+``--logger tensorboard`` writes event files to ``{run}/tensorboard/``: ``train/loss``,
+``train/cls_loss``, ``train/box_loss`` and ``train/lr`` by iteration; ``epoch/loss``,
+``epoch/cls_loss``, ``epoch/box_loss``, ``epoch/images_per_second`` and ``val/AP`` ... ``val/ARl``
+(COCOeval's 12 numbers) by epoch; the picture of predictions after each evaluation
+(``val/predictions``); the resolved configuration as text (``config``). ``--logger mlflow`` logs
+the same scalars, the flags as parameters and the picture as an artifact to MLflow's tracking URI
+(``MLFLOW_TRACKING_URI``; MLflow's default otherwise), where mlflow is installed.
+
+A resumed run first drops the rows and events after the step it resumes from, so the files read
+as one uninterrupted run.
+"""
+import csv
+import importlib
+import json
+import os
+
+from retinanet.evaluation.coco_eval import COCO_STAT_NAMES
+from retinanet.util.io import write_text
+
+LOGGER_CHOICES = ("tensorboard", "mlflow")
+STEPS_FILE = "steps.csv"
+STEP_COLUMNS = ("iteration", "epoch", "step", "loss", "cls_loss", "box_loss", "lr", "seconds")
+EPOCH_SCALARS = ("loss", "cls_loss", "box_loss", "images_per_second")
+INSTALL = {"tensorboard": "pip install tensorboard (or pip install -e '.[track]')",
+           "mlflow": "pip install mlflow"}
+
+
+class MissingTrackerError(ImportError):
+    """--logger names a tracker whose package is not installed; the message says how to install it."""
+
+
+def _import(logger, module):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingTrackerError(f"--logger {logger} needs the {logger} package, which is not installed "
+                                  f"({error}): {INSTALL[logger]}") from None
+
+
+def check_loggers(names):
+    """Raise MissingTrackerError before a run starts when a requested tracker cannot be imported."""
+    for name in names or ():
+        if name == "tensorboard":
+            _import(name, "torch.utils.tensorboard")
+        elif name == "mlflow":
+            _import(name, "mlflow")
+        else:
+            raise ValueError(f"unknown --logger {name!r}; choose from {', '.join(LOGGER_CHOICES)}")
+
+
+class StepsCsv:
+    """``steps.csv``: one row per training step, appended and flushed as the run goes."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def truncate(self, last_iteration):
+        """Keep the rows up to ``last_iteration`` (a resume starts after it)."""
+        if not os.path.exists(self.path):
+            return
+        kept = [row for row in read_steps(self.path) if row["iteration"] <= last_iteration]
+        lines = [",".join(STEP_COLUMNS)] + [",".join(_cell(row[name]) for name in STEP_COLUMNS) for row in kept]
+        write_text(self.path, "\n".join(lines) + "\n")
+
+    def append(self, row):
+        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        with open(self.path, "a", newline="") as stream:
+            if new:
+                stream.write(",".join(STEP_COLUMNS) + "\n")
+            stream.write(",".join(_cell(row[name]) for name in STEP_COLUMNS) + "\n")
+
+
+def _cell(value):
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def read_steps(path):
+    """The rows of a steps.csv as dicts of numbers; a torn last line (a crash mid-write) is ignored."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, newline="") as stream:
+        for row in csv.DictReader(stream):
+            try:
+                rows.append({name: (int(row[name]) if name in ("iteration", "epoch", "step") else float(row[name]))
+                             for name in STEP_COLUMNS})
+            except (TypeError, ValueError):
+                break
+    return rows
+
+
+class TensorBoardTracker:
+    def __init__(self, run_path, config, purge_step):
+        tensorboard = _import("tensorboard", "torch.utils.tensorboard")
+        self.writer = tensorboard.SummaryWriter(os.path.join(run_path, "tensorboard"), purge_step=purge_step)
+        if purge_step is None:
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, sort_keys=True, default=str) + "\n```")
+
+    def step(self, row):
+        for name in ("loss", "cls_loss", "box_loss", "lr"):
+            self.writer.add_scalar(f"train/{name}", row[name], row["iteration"])
+
+    def epoch(self, record, iteration):
+        for name in EPOCH_SCALARS:
+            if name in record:
+                self.writer.add_scalar(f"epoch/{name}", record[name], record["epoch"])
+        for name, value in (record.get("coco") or {}).items():
+            if name in COCO_STAT_NAMES and value >= 0:
+                self.writer.add_scalar(f"val/{name}", value, record["epoch"])
+        self.writer.flush()
+
+    def image(self, path, epoch):
+        import numpy as np
+        from PIL import Image
+        with Image.open(path) as picture:
+            pixels = np.asarray(picture.convert("RGB"))
+        self.writer.add_image("val/predictions", pixels, epoch, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+class MlflowTracker:
+    def __init__(self, run_path, config, purge_step):
+        self.mlflow = _import("mlflow", "mlflow")
+        self.mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_path)))
+        if purge_step is None:
+            self.mlflow.log_params({key: str(value)[:250] for key, value in config.items()})
+
+    def step(self, row):
+        self.mlflow.log_metrics({f"train_{name}": row[name] for name in ("loss", "cls_loss", "box_loss", "lr")},
+                                step=row["iteration"])
+
+    def epoch(self, record, iteration):
+        values = {f"epoch_{name}": record[name] for name in EPOCH_SCALARS if name in record}
+        values.update({f"val_{name}": value for name, value in (record.get("coco") or {}).items()
+                       if name in COCO_STAT_NAMES and value >= 0})
+        self.mlflow.log_metrics(values, step=record["epoch"])
+
+    def image(self, path, epoch):
+        self.mlflow.log_artifact(path, artifact_path=f"predictions/epoch{epoch}")
+
+    def close(self):
+        self.mlflow.end_run()
+
+
+TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
+
+
+class Trackers:
+    """steps.csv and the requested trackers of one run (main process only).
+
+    resume_iteration: the iteration a resumed run continues after (None for a new run): later rows
+    and events are dropped first."""
+
+    def __init__(self, run_path, loggers, config, resume_iteration=None):
+        self.steps = StepsCsv(os.path.join(run_path, STEPS_FILE))
+        if resume_iteration is not None:
+            self.steps.truncate(resume_iteration)
+        purge = None if resume_iteration is None else resume_iteration + 1
+        self.trackers = []
+        try:
+            for name in loggers or ():
+                self.trackers.append(TRACKERS[name](run_path, config, purge))
+        except BaseException:
+            self.close()
+            raise
+
+    def step(self, row):
+        self.steps.append(row)
+        for tracker in self.trackers:
+            tracker.step(row)
+
+    def epoch(self, record, iteration):
+        for tracker in self.trackers:
+            tracker.epoch(record, iteration)
+
+    def image(self, path, epoch):
+        if os.path.exists(path):
+            for tracker in self.trackers:
+                tracker.image(path, epoch)
+
+    def close(self):
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
