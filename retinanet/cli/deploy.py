@@ -45,6 +45,16 @@ def calibration_from_args(args):
                        json_path=args.calibration_json, image_dir=args.calibration_image_dir)
 
 
+def parse_and_run(parse_args, run, argv=None):
+    """A detection script's main: ``run(parse_args(argv))``; an exported file whose network is not
+    what its metadata says ends with its one-line error."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ExportedModelError as error:
+        options.fail(error)
+
+
 def load_detector_or_exit(args, int8=True, **overrides):
     """``Detector.from_checkpoint`` with the device and backend flags (int8=False: ignore --int8).
     Anything unusable ends the run with one line and exit status 2."""
