@@ -114,3 +114,36 @@ def test_a_tracker_that_is_not_installed_is_a_one_line_error_before_the_run(data
     assert not (tmp_path / "output").exists()
     with pytest.raises(SystemExit):
         train_script.parse_args(["--coco_path", data, "--logger", "wandb"])
+
+
+def test_mlflow_receives_the_flags_the_scalars_and_the_picture(data, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed (pip install mlflow)")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local store without a database
+    run = _train(data, tmp_path, "tracked", "--epochs", "2", "--logger", "mlflow")
+    client = mlflow.tracking.MlflowClient()
+    [found] = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    assert found.info.run_name == "tracked" and found.info.status == "FINISHED"
+    assert found.data.params["depth"] == "18" and found.data.params["logger"] == "['mlflow']"
+    steps = read_steps(str(run / "steps.csv"))
+    history = client.get_metric_history(found.info.run_id, "train_loss")
+    assert [(point.step, point.value) for point in history] == [(row["iteration"], row["loss"]) for row in steps]
+    ap = client.get_metric_history(found.info.run_id, "val_AP")
+    assert [(point.step, round(point.value, 6)) for point in ap] == [
+        (record["epoch"], round(record["coco"]["AP"], 6)) for record in _metrics(run)]
+    pictures = [entry.path for entry in client.list_artifacts(found.info.run_id, "predictions/epoch2")]
+    assert pictures and pictures[0].endswith(".png")
+
+
+def test_a_tracker_that_cannot_start_is_a_one_line_error_and_the_run_folder_is_released(data, tmp_path,
+                                                                                       monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is not installed (pip install mlflow)")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setattr(trackers.MlflowTracker, "__init__", lambda *args: (_ for _ in ()).throw(
+        RuntimeError("the tracking server refused the run")))
+    with pytest.raises(SystemExit, match="^error: --logger mlflow could not start: RuntimeError: the tracking server"):
+        _train(data, tmp_path, "refused", "--epochs", "1", "--logger", "mlflow")
+    # The folder is not held: the same run starts at once without the tracker.
+    run = _train(data, tmp_path, "refused", "--epochs", "1", "--val_set", "")
+    assert read_steps(str(run / "steps.csv"))

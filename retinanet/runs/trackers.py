@@ -11,7 +11,8 @@ records stay in ``metrics.jsonl``; the curves draw both.
 (COCOeval's 12 numbers) by epoch; the picture of predictions after each evaluation
 (``val/predictions``); the resolved configuration as text (``config``). ``--logger mlflow`` logs
 the same scalars, the flags as parameters and the picture as an artifact to MLflow's tracking URI
-(``MLFLOW_TRACKING_URI``; MLflow's default otherwise), where mlflow is installed.
+(``MLFLOW_TRACKING_URI``; MLflow's default otherwise), where mlflow is installed; a resumed run
+is a new MLflow run of the same name.
 
 A resumed run first drops the rows and events after the step it resumes from, so the files read
 as one uninterrupted run.
@@ -34,6 +35,10 @@ INSTALL = {"tensorboard": "pip install tensorboard (or pip install -e '.[track]'
 
 class MissingTrackerError(ImportError):
     """--logger names a tracker whose package is not installed; the message says how to install it."""
+
+
+class TrackerError(RuntimeError):
+    """A tracker could not start (MLflow's tracking URI refused the run, say); the message says which."""
 
 
 def _import(logger, module):
@@ -169,7 +174,12 @@ class Trackers:
         self.trackers = []
         try:
             for name in loggers or ():
-                self.trackers.append(TRACKERS[name](run_path, config, purge))
+                try:
+                    self.trackers.append(TRACKERS[name](run_path, config, purge))
+                except MissingTrackerError:
+                    raise
+                except Exception as error:
+                    raise TrackerError(f"--logger {name} could not start: {type(error).__name__}: {error}") from error
         except BaseException:
             self.close()
             raise

@@ -18,7 +18,7 @@ from retinanet.models.checkpoint import (capture_rng_states, load_model_weights,
                                          training_state_beside)
 from retinanet.config import CONFIG_VERSION, resolve_training_args
 from retinanet.runs.run_dir import CheckpointWriteError, RunDir, RunDirError, next_run_name
-from retinanet.runs.trackers import MissingTrackerError, Trackers, check_loggers
+from retinanet.runs.trackers import MissingTrackerError, TrackerError, Trackers, check_loggers
 from retinanet.training.setup import TrainingError, resolve_device, set_up_training
 from retinanet.training.messages import divergence_advice, format_epoch_line, time_left, why_stopped
 from retinanet.training.signals import StopRequest
@@ -70,8 +70,12 @@ class Trainer:
         self.earlier_seconds = float(state.get("wall_seconds") or 0.0)  # training time of earlier segments
         self.epochs_done = self.start_epoch
         start_iteration = self._load_resume_state(state) if resume_state is not None else 0
-        self.trackers = Trackers(self.run.path, args.logger, self._config(), None if resume_state is None
-                                 else start_iteration) if self.is_main else None
+        try:
+            self.trackers = Trackers(self.run.path, args.logger, self._config(), None if resume_state is None
+                                     else start_iteration) if self.is_main else None
+        except TrackerError as error:
+            self.close()
+            raise TrainingError(str(error)) from None
         self.lr_scheduler = build_lr_scheduler(self.optimizer, args, len(self.train_loader), start_iteration)
         self.stop = StopRequest()
         self.fit_started = None
