@@ -31,3 +31,32 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def assert_same_detections(got, want, score_atol=1e-4, box_atol=0.01, count=None):
+    """``got`` and ``want`` (boxes (N, 4), scores (N,), labels (N,), as arrays or tensors, in score
+    order) are the same detections up to the order of those whose scores tie within ``score_atol``:
+    two kernels that round differently may rank such a pair either way, which says nothing about
+    either. The scores agree position by position; each detection of ``got`` is matched one-to-one
+    with one of ``want`` of the same label, a score within ``score_atol`` and a box within
+    ``box_atol``. ``count``: compare the first ``count`` of ``got`` against those of ``want`` that
+    could rank among the first ``count`` (a tie may cross the cut)."""
+    import numpy as np
+    got_boxes, got_scores, got_labels = (np.asarray(value) for value in got)
+    want_boxes, want_scores, want_labels = (np.asarray(value) for value in want)
+    if count is not None:
+        got_boxes, got_scores, got_labels = got_boxes[:count], got_scores[:count], got_labels[:count]
+        reachable = want_scores >= want_scores[count - 1] - score_atol
+        want_boxes, want_scores, want_labels = want_boxes[reachable], want_scores[reachable], want_labels[reachable]
+        assert len(got_scores) == count <= len(want_scores)
+    else:
+        assert len(got_scores) == len(want_scores)
+    np.testing.assert_allclose(got_scores, want_scores[:len(got_scores)], atol=score_atol, rtol=0)
+    unused = list(range(len(want_scores)))
+    for index in range(len(got_scores)):
+        match = next((j for j in unused if got_labels[index] == want_labels[j]
+                      and abs(got_scores[index] - want_scores[j]) <= score_atol
+                      and np.abs(got_boxes[index] - want_boxes[j]).max() <= box_atol), None)
+        assert match is not None, (f"detection {index} (label {got_labels[index]}, score {got_scores[index]:.6f}, "
+                                   f"box {got_boxes[index].tolist()}) has no counterpart")
+        unused.remove(match)

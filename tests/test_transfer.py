@@ -14,7 +14,7 @@ from retinanet.models.transfer import (TORCHVISION_VARIANTS, TransferError, conv
                                        transfer_weights)
 from retinanet.models import transfer
 from retinanet.models.checkpoint import load_model_weights
-from scripts import load_script
+from scripts import assert_same_detections, load_script
 
 HEIGHT, WIDTH = 256, 384  # multiples of 128, so torchvision's strides are exactly 8 ... 128
 
@@ -55,11 +55,8 @@ def test_imported_torchvision_model_detects_exactly_what_torchvision_does(varian
                         device_config=DeviceConfig(torch.device("cpu"), None, False))
     detections = detector.predict(images, max_detections=100)
     for got, want in zip(detections, expected):
-        want_boxes, want_scores = want["boxes"][:100].numpy(), want["scores"][:100].numpy()
-        assert len(got["scores"]) == len(want_scores) == 100
-        np.testing.assert_allclose(got["boxes"], want_boxes, atol=0.01, rtol=0)
-        np.testing.assert_allclose(got["scores"], want_scores, atol=1e-4, rtol=0)
-        assert np.array_equal(got["category_ids"], want["labels"][:100].numpy())
+        assert_same_detections((got["boxes"], got["scores"], got["category_ids"]),
+                               (want["boxes"], want["scores"], want["labels"]), count=100)
 
 
 # (height, width) of images on which the nominal strides and torchvision's (padded side // grid) differ:
@@ -105,9 +102,8 @@ def test_imported_models_detect_what_torchvision_does_at_sizes_not_divisible_by_
                             device_config=DeviceConfig(torch.device("cpu"), None, False))
         got = detector.predict([image], max_detections=50)[0]
         assert len(got["scores"]) == 50 and len(want["scores"]) >= 50, (height, width)
-        np.testing.assert_allclose(got["scores"], want["scores"][:50].numpy(), atol=1e-4, rtol=0)
-        np.testing.assert_allclose(got["boxes"], want["boxes"][:50].numpy(), atol=0.01, rtol=0)
-        assert np.array_equal(got["category_ids"], want["labels"][:50].numpy()), (height, width)
+        assert_same_detections((got["boxes"], got["scores"], got["category_ids"]),
+                               (want["boxes"], want["scores"], want["labels"]), count=50)
 
 
 def test_the_variant_is_recognised_and_checked():
@@ -177,7 +173,8 @@ def test_imported_checkpoint_is_read_by_the_detector_and_test_script(tmp_path, i
     got = detector.predict(images[0], max_detections=100)
     with torch.no_grad():
         want = reference([torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255])[0]
-    np.testing.assert_allclose(got["boxes"], want["boxes"][:100].numpy(), atol=0.01, rtol=0)
+    assert_same_detections((got["boxes"], got["scores"], got["category_ids"]),
+                           (want["boxes"], want["scores"], want["labels"]), count=100)
     with pytest.raises(SystemExit, match="is the v2 variant, not --variant v1"):
         load_script("tools/import_torchvision").main(["--weights", "torchvision-coco-v2", "--variant", "v1",
                                                       "--output", str(tmp_path / "x.pt")])
