@@ -60,3 +60,18 @@ def assert_same_detections(got, want, score_atol=1e-4, box_atol=0.01, count=None
         assert match is not None, (f"detection {index} (label {got_labels[index]}, score {got_scores[index]:.6f}, "
                                    f"box {got_boxes[index].tolist()}) has no counterpart")
         unused.remove(match)
+
+
+def tiny_checkpoint(path, layout="centred", min_side=128, max_side=192):
+    """A random ResNet-18 detector whose scores cross the threshold often, saved as train.py saves one."""
+    from retinanet.models.checkpoint import atomic_torch_save
+    from retinanet.models.retinanet import build_model
+    torch.manual_seed(0)
+    args = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.3, "min_side": min_side,
+            "max_side": max_side, "anchor_layout": layout}
+    model = build_model(3, args)
+    with torch.no_grad():
+        model.classification_head.logits.bias.normal_(-1.0, 0.5)
+    atomic_torch_save({"model": model.state_dict(), "args": args, "class_names": ["star", "ring", "disc"],
+                       "category_ids": [2, 5, 9], "epoch": 1}, str(path))
+    return str(path)

@@ -1,7 +1,7 @@
 """The ONNX file that stands alone (retinanet/deploy/end_to_end.py): a uint8 image in, detections out.
 
 The graph's resize is held to OpenCV's pixel by pixel, its detections to PyTorch's (exactly where
-the file resizes nothing, counted where it does), and the README's 20-line example is run as it
+the file resizes nothing, counted where it does), and docs/deploy.md's 20-line example is run as it
 stands against vis.py's predictions.
 """
 import json
@@ -13,7 +13,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
 onnx = pytest.importorskip("onnx", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
@@ -24,25 +23,9 @@ from retinanet.deploy.export import generated_images  # noqa: E402
 from retinanet.deploy.metadata import ExportedModelError  # noqa: E402
 from retinanet.deploy.onnx_graph import GraphBuilder, area_resize, linear_resize  # noqa: E402
 from retinanet.detector import Detector  # noqa: E402
-from retinanet.models.checkpoint import atomic_torch_save  # noqa: E402
-from retinanet.models.retinanet import build_model  # noqa: E402
-from scripts import ROOT, assert_same_detections  # noqa: E402
+from scripts import ROOT, assert_same_detections, tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-MIN_SIDE, MAX_SIDE = 128, 192
-
-
-def tiny_checkpoint(path, layout):
-    """A random ResNet-18 detector whose scores cross the threshold often, saved as train.py saves one."""
-    torch.manual_seed(0)
-    args = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.3, "min_side": MIN_SIDE,
-            "max_side": MAX_SIDE, "anchor_layout": layout}
-    model = build_model(3, args)
-    with torch.no_grad():
-        model.classification_head.logits.bias.normal_(-1.0, 0.5)
-    atomic_torch_save({"model": model.state_dict(), "args": args, "class_names": ["star", "ring", "disc"],
-                       "category_ids": [2, 5, 9], "epoch": 1}, str(path))
-    return str(path)
 
 
 def resize_session(kind):
@@ -116,8 +99,8 @@ def test_the_scripts_refuse_an_end_to_end_file_and_say_what_to_give_them(tmp_pat
         Detector.from_checkpoint(path, device="cpu")
 
 
-def test_the_readme_example_prints_what_vis_py_predicts(tmp_path):
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+def test_the_documented_example_prints_what_vis_py_predicts(tmp_path):
+    readme = open(os.path.join(ROOT, "docs", "deploy.md"), encoding="utf-8").read()
     [example] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if '{"image": pixels}' in block]
     (tmp_path / "detect.py").write_text(example)
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt", "centred")

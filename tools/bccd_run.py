@@ -1,4 +1,4 @@
-"""Reproduce the README's real-data run on BCCD (blood cells) from its Pascal VOC folder.
+"""Reproduce the real-data run on BCCD blood cells (docs/experiments.md) from its Pascal VOC folder.
 
     python tools/bccd_run.py [--voc_root ../shared/datasets/BCCD] [--data data_bccd] [extra train.py flags]
 
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pipeline import run_command
 from retinanet.runs.run_dir import next_run_name
 
-# From random weights, so the README's figures reproduce offline (add --pretrained imagenet for
+# From random weights, so the documented figures reproduce offline (add --pretrained imagenet for
 # the better start). Blood cells at the native 640x480 resolution: platelets are about 40 px (5% under
 # 31 px), near the smallest anchor (32 px), so the images are not shrunk.
 BCCD_TRAIN_FLAGS = [

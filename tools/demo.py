@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pipeline import run_command
 from retinanet.runs.run_dir import next_run_name
 
-# Sized for a 2-core CPU (README): ResNet-18 with a 64-channel FPN and heads on 192-256 px
+# Sized for a 2-core CPU (docs/precision_and_speed.md): ResNet-18 with a 64-channel FPN and heads on 192-256 px
 # images, GroupNorm from scratch (offline and the same on every machine), 10 epochs of the 600
 # training images, the rate divided by 10 for the last two (the cool-down is worth 0.07-0.13 AP
 # here); bfloat16 where the processor has it (--amp auto). Measured on 2 cores, seed 3407:

@@ -77,7 +77,7 @@ def decode(raw, path):
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if raw.get("format") == END_TO_END_FORMAT:
         raise ExportedModelError(f"{path}: an end-to-end file (a uint8 image in, detections out) for programs of "
-                                 "their own (see the README's example); the scripts run the network-only export: "
+                                 "their own (see the example in docs/deploy.md); the scripts run the network-only export: "
                                  "give them the checkpoint, or export with tools/export.py --raw")
     if missing or raw.get("format") != FORMAT:
         raise ExportedModelError(f"{path}: not a detector exported by tools/export.py "

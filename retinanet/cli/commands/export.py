@@ -10,7 +10,7 @@ By default the file stands alone (``retinanet/deploy/end_to_end.py``): input ``i
 (H, W, 3) RGB image of any size; outputs ``boxes`` (D, 4) in the image's pixels, ``scores``,
 ``labels`` and ``category_ids``, after the resize, the network, anchors, decoding and NMS, all in
 the graph (ONNX opset 20); the class names are in its metadata. Any program with ONNX Runtime
-runs it (the README has a 20-line example). After writing, ONNX Runtime runs --num_check_images
+runs it (docs/deploy.md has a 20-line example). After writing, ONNX Runtime runs --num_check_images
 images, resized beforehand so that the file resizes nothing, and every detection must be
 PyTorch's (1e-4 in score, 0.01 px), or the export fails (exit status 1; the file is left as
 *.unchecked.onnx for inspection); on the images as they are it counts the detections within 1e-4

@@ -9,7 +9,7 @@ The sets are found under --coco_path in any known layout (retinanet/data/layout.
 own, Roboflow's) or read from --train_json / --val_json with their image folders.
 
 Writes checkpoints, config.json, metrics.jsonl and curves.png to output/<run name>/ and the
-console output to log/<run name>.log. See README.md for every flag.
+console output to log/<run name>.log. Every flag: docs/flags.md.
 """
 
 from retinanet import config
