@@ -118,7 +118,7 @@ def test_page_loads_in_a_headless_browser_with_every_image_shown(trained_run, tm
     assert all(image["complete"] and image["width"] > 0 for image in state["images"]), state["images"]
     # The first screen (1400 x 900) shows the headline AP and the training curves; the settings come last.
     curves = state["images"][0]
-    assert curves["alt"] == "loss and validation AP per epoch"
+    assert curves["alt"] == "loss and learning rate by step, loss and validation AP per epoch"
     assert 0 <= state["headline"] < curves["top"] < state["screen"] <= 900, state
     assert state["settings"] > max(image["top"] for image in state["images"])
 
