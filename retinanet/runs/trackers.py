@@ -28,7 +28,10 @@ from retinanet.util.io import write_text
 LOGGER_CHOICES = ("tensorboard", "mlflow")
 STEPS_FILE = "steps.csv"
 STEP_COLUMNS = ("iteration", "epoch", "step", "loss", "cls_loss", "box_loss", "lr", "seconds")
+STEP_SCALARS = ("loss", "cls_loss", "box_loss", "lr")
 EPOCH_SCALARS = ("loss", "cls_loss", "box_loss", "images_per_second")
+# The module each tracker imports, checked before a run starts.
+MODULES = {"tensorboard": "torch.utils.tensorboard", "mlflow": "mlflow"}
 INSTALL = {"tensorboard": "pip install tensorboard (or pip install -e '.[track]')",
            "mlflow": "pip install mlflow"}
 
@@ -52,12 +55,15 @@ def _import(logger, module):
 def check_loggers(names):
     """Raise MissingTrackerError before a run starts when a requested tracker cannot be imported."""
     for name in names or ():
-        if name == "tensorboard":
-            _import(name, "torch.utils.tensorboard")
-        elif name == "mlflow":
-            _import(name, "mlflow")
-        else:
+        if name not in MODULES:
             raise ValueError(f"unknown --logger {name!r}; choose from {', '.join(LOGGER_CHOICES)}")
+        _import(name, MODULES[name])
+
+
+def _evaluation_scalars(record):
+    """{COCO name: value} of an epoch record's evaluation, without COCOeval's -1 (nothing to score)."""
+    return {name: value for name, value in (record.get("coco") or {}).items()
+            if name in COCO_STAT_NAMES and value >= 0}
 
 
 class StepsCsv:
@@ -71,19 +77,21 @@ class StepsCsv:
         if not os.path.exists(self.path):
             return
         kept = [row for row in read_steps(self.path) if row["iteration"] <= last_iteration]
-        lines = [",".join(STEP_COLUMNS)] + [",".join(_cell(row[name]) for name in STEP_COLUMNS) for row in kept]
-        write_text(self.path, "\n".join(lines) + "\n")
+        write_text(self.path, "".join([_HEADER] + [_line(row) for row in kept]))
 
     def append(self, row):
         new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         with open(self.path, "a", newline="") as stream:
-            if new:
-                stream.write(",".join(STEP_COLUMNS) + "\n")
-            stream.write(",".join(_cell(row[name]) for name in STEP_COLUMNS) + "\n")
+            stream.write((_HEADER if new else "") + _line(row))
 
 
-def _cell(value):
-    return repr(float(value)) if isinstance(value, float) else str(value)
+_HEADER = ",".join(STEP_COLUMNS) + "\n"
+
+
+def _line(row):
+    """A row of steps.csv: floats as repr (exact round trip), integers as they are."""
+    return ",".join(repr(float(row[name])) if isinstance(row[name], float) else str(row[name])
+                    for name in STEP_COLUMNS) + "\n"
 
 
 def read_steps(path):
@@ -103,22 +111,21 @@ def read_steps(path):
 
 class TensorBoardTracker:
     def __init__(self, run_path, config, purge_step):
-        tensorboard = _import("tensorboard", "torch.utils.tensorboard")
+        tensorboard = _import("tensorboard", MODULES["tensorboard"])
         self.writer = tensorboard.SummaryWriter(os.path.join(run_path, "tensorboard"), purge_step=purge_step)
         if purge_step is None:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, sort_keys=True, default=str) + "\n```")
 
     def step(self, row):
-        for name in ("loss", "cls_loss", "box_loss", "lr"):
+        for name in STEP_SCALARS:
             self.writer.add_scalar(f"train/{name}", row[name], row["iteration"])
 
-    def epoch(self, record, iteration):
+    def epoch(self, record):
         for name in EPOCH_SCALARS:
             if name in record:
                 self.writer.add_scalar(f"epoch/{name}", record[name], record["epoch"])
-        for name, value in (record.get("coco") or {}).items():
-            if name in COCO_STAT_NAMES and value >= 0:
-                self.writer.add_scalar(f"val/{name}", value, record["epoch"])
+        for name, value in _evaluation_scalars(record).items():
+            self.writer.add_scalar(f"val/{name}", value, record["epoch"])
         self.writer.flush()
 
     def image(self, path, epoch):
@@ -135,19 +142,17 @@ class TensorBoardTracker:
 
 class MlflowTracker:
     def __init__(self, run_path, config, purge_step):
-        self.mlflow = _import("mlflow", "mlflow")
+        self.mlflow = _import("mlflow", MODULES["mlflow"])
         self.mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_path)))
         if purge_step is None:
             self.mlflow.log_params({key: str(value)[:250] for key, value in config.items()})
 
     def step(self, row):
-        self.mlflow.log_metrics({f"train_{name}": row[name] for name in ("loss", "cls_loss", "box_loss", "lr")},
-                                step=row["iteration"])
+        self.mlflow.log_metrics({f"train_{name}": row[name] for name in STEP_SCALARS}, step=row["iteration"])
 
-    def epoch(self, record, iteration):
+    def epoch(self, record):
         values = {f"epoch_{name}": record[name] for name in EPOCH_SCALARS if name in record}
-        values.update({f"val_{name}": value for name, value in (record.get("coco") or {}).items()
-                       if name in COCO_STAT_NAMES and value >= 0})
+        values.update({f"val_{name}": value for name, value in _evaluation_scalars(record).items()})
         self.mlflow.log_metrics(values, step=record["epoch"])
 
     def image(self, path, epoch):
@@ -189,9 +194,9 @@ class Trackers:
         for tracker in self.trackers:
             tracker.step(row)
 
-    def epoch(self, record, iteration):
+    def epoch(self, record):
         for tracker in self.trackers:
-            tracker.epoch(record, iteration)
+            tracker.epoch(record)
 
     def image(self, path, epoch):
         if os.path.exists(path):

@@ -210,7 +210,7 @@ class Trainer:
             self._save_checkpoints(epoch + 1, is_best=self.best_epoch == epoch + 1)
             self.log(format_epoch_line(record, args.epochs) + time_left(
                 time.perf_counter() - self.fit_started, epoch + 1 - self.start_epoch, args.epochs - epoch - 1))
-            self.trackers.epoch(record, (epoch + 1) * len(self.train_loader))
+            self.trackers.epoch(record)
             self.run.plot_curves()
             if "coco" in record:  # report.html follows every evaluation; matplotlib is loaded only then
                 from retinanet.reporting.page import update_after_evaluation
