@@ -22,9 +22,8 @@ from retinanet.models.retinanet import RetinaNet
 from retinanet.models.checkpoint import load_checkpoint
 from retinanet.data.synthetic import generate_dataset
 from retinanet.util.device import cpu_has_native_bfloat16
-from scripts import load_script, single_thread
+from scripts import load_script, single_thread, train_run
 
-train_script = load_script("train")
 test_script = load_script("test")
 
 CPU = torch.device("cpu")
@@ -179,9 +178,7 @@ def test_check_sizes_cover_the_extremes_of_the_run():
 
 def _step_setup():
     model = _model(fpn_channels=64).train()
-    for layer in model.modules():  # as check_model leaves a model on the CPU
-        if isinstance(layer, torch.nn.Conv2d):
-            precision.keep_in_float32(layer, precision.CPU_FLOAT32_PIXELS)
+    precision.keep_small_inputs_in_float32(model)  # as check_model leaves a model on the CPU
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     images = torch.randn(2, 3, 128, 128)
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])} for _ in range(2)]
@@ -229,12 +226,10 @@ def portrait_data(module_tmp):
 
 
 def _train_default(data, tmp_path, name, *extra):
-    argv = ["--coco_path", data, "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
-            "--run_name", name, "--depth", "18", "--epochs", "2", "--min_side", "128", "--max_side", "192",
-            "--batch_size", "4", "--workers", "0", "--print_every", "0", "--pretrained", "none", *extra]
     with single_thread():
-        train_script.main(argv)
-    return tmp_path / "output" / name
+        return train_run(data, tmp_path, name, "--depth", "18", "--epochs", "2", "--min_side", "128",
+                         "--max_side", "192", "--batch_size", "4", "--workers", "0", "--print_every", "0",
+                         "--pretrained", "none", *extra)
 
 
 def test_default_precision_trains_evaluates_and_repeats_itself(portrait_data, tmp_path):

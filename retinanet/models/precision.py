@@ -75,6 +75,16 @@ def keep_in_float32(layer, max_pixels=math.inf):
     layer.float32_max_pixels = max_pixels
 
 
+def keep_small_inputs_in_float32(model, floor=CPU_FLOAT32_PIXELS, limits=None):
+    """Make every convolution of ``model`` run in float32 under autocast for inputs of at most
+    ``floor`` pixels, and those named in ``limits`` ({name: pixels}) up to their own limit where it
+    is larger; in place. ``floor`` 0 touches only the layers of ``limits``."""
+    limits = limits or {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.Conv2d) and (floor or name in limits):
+            keep_in_float32(layer, max(limits.get(name, 0), floor))
+
+
 def release_float32_layers(model):
     """Undo ``keep_in_float32`` on every layer of ``model`` (before a new check)."""
     for module in model.modules():
@@ -175,9 +185,7 @@ def check_model(model, device, dtype, input_sizes, *, training, channels_last=Fa
         result.reason = (f"{len(failing)} layers doing {share:.0%} of the convolution work are off by more than "
                          f"{RELATIVE_ERROR_BOUND:.0%} in {_dtype_name(dtype)}")
     else:
-        for name, layer in convs.items():
-            if isinstance(layer, nn.Conv2d) and (floor or name in limits):
-                keep_in_float32(layer, max(limits.get(name, 0), floor))
+        keep_small_inputs_in_float32(model, floor, limits)
         result.float32_layers = sorted(failing)
         result.float32_max_pixels = limits
         if not _whole_model_finite(model, device, dtype, min(input_sizes, key=lambda s: s[0] * s[1]), channels_last):
