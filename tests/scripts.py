@@ -1,5 +1,6 @@
 """Shared test helpers: the repository root, the root scripts as modules, a tiny training setup."""
 import contextlib
+import functools
 import importlib.util
 import os
 
@@ -19,6 +20,19 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.lru_cache(maxsize=None)
+def _train_script():
+    return load_script("train")
+
+
+def train_run(data, tmp_path, name, *flags):
+    """train.py's main on the dataset ``data``, the run ``name`` writing output/ and log/ under
+    ``tmp_path``, with ``flags``; returns the run folder."""
+    _train_script().main(["--coco_path", str(data), "--output_path", str(tmp_path / "output"),
+                          "--log_dir", str(tmp_path / "log"), "--run_name", name, *flags])
+    return tmp_path / "output" / name
 
 
 @contextlib.contextmanager

@@ -9,9 +9,8 @@ import torch
 
 from retinanet.models.checkpoint import load_checkpoint
 from retinanet.data.synthetic import generate_dataset
-from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
+from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, train_run
 
-train_script = load_script("train")
 test_script = load_script("test")
 
 
@@ -23,10 +22,7 @@ def tiny_data(module_tmp):
 
 
 def _train(data, tmp_path, name, *extra):
-    argv = ["--coco_path", data, "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
-            "--run_name", name, *TINY_TRAIN_FLAGS, *extra]
-    train_script.main(argv)
-    return tmp_path / "output" / name
+    return train_run(data, tmp_path, name, *TINY_TRAIN_FLAGS, *extra)
 
 
 def test_train_test_submission_and_vis_end_to_end(tiny_data, tmp_path):

@@ -18,14 +18,13 @@ from retinanet.models.checkpoint import CheckpointError, atomic_torch_save, load
 from retinanet.training import setup as training_setup
 from retinanet.training import trainer as trainer_module
 from retinanet.util.script import run_script
-from scripts import ROOT, TINY_TRAIN_FLAGS, load_script
+from scripts import ROOT, TINY_TRAIN_FLAGS, load_script, train_run
 
 TINY = TINY_TRAIN_FLAGS + ["--epochs", "1", "--val_set", "", "--eval_every", "0"]
 TINY_MODEL = {"depth": 18, "norm": "gn", "head_norm": "gn", "fpn_channels": 64, "prior": 0.01}
 # Tiny models gain nothing from several threads, and on a busy machine the threads contend.
 ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
-train_script = load_script("train")
 test_script = load_script("test")
 
 
@@ -43,9 +42,7 @@ def tiny_data(module_tmp):
 
 
 def train(data, tmp_path, name, *extra):
-    train_script.main(["--coco_path", data, "--output_path", str(tmp_path / "output"),
-                       "--log_dir", str(tmp_path / "log"), "--run_name", name, *TINY, *extra])
-    return tmp_path / "output" / name
+    return train_run(data, tmp_path, name, *TINY, *extra)
 
 
 def fail_loss_at_step(monkeypatch, step, fault):

@@ -10,7 +10,7 @@ import pytest
 from retinanet.data.synthetic import generate_dataset
 from retinanet.runs import run_dir
 from retinanet.runs.run_dir import RunDir, RunDirError
-from scripts import TINY_TRAIN_FLAGS, load_script
+from scripts import TINY_TRAIN_FLAGS, load_script, train_run
 
 train_script = load_script("train")
 TINY = TINY_TRAIN_FLAGS + ["--epochs", "1", "--val_set", "", "--eval_every", "0"]
@@ -27,9 +27,7 @@ def tiny_data(module_tmp):
 
 
 def train(data, tmp_path, name, *extra):
-    train_script.main(["--coco_path", data, "--output_path", str(tmp_path / "output"),
-                       "--log_dir", str(tmp_path / "log"), "--run_name", name, *TINY, *extra])
-    return tmp_path / "output" / name
+    return train_run(data, tmp_path, name, *TINY, *extra)
 
 
 def dead_pid():

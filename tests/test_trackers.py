@@ -10,7 +10,7 @@ from retinanet.data.synthetic import generate_dataset
 from retinanet.runs import trackers
 from retinanet.runs.trackers import MissingTrackerError, check_loggers, read_steps
 from retinanet.training.setup import TrainingError
-from scripts import TINY_TRAIN_FLAGS, load_script, single_thread
+from scripts import TINY_TRAIN_FLAGS, load_script, single_thread, train_run
 
 train_script = load_script("train")
 
@@ -23,11 +23,8 @@ def data(module_tmp):
 
 
 def _train(data, tmp_path, name, *extra):
-    argv = ["--coco_path", data, "--output_path", str(tmp_path / "output"), "--log_dir", str(tmp_path / "log"),
-            "--run_name", name, *TINY_TRAIN_FLAGS, "--warmup_iters", "4", *extra]
     with single_thread():
-        train_script.main(argv)
-    return tmp_path / "output" / name
+        return train_run(data, tmp_path, name, *TINY_TRAIN_FLAGS, "--warmup_iters", "4", *extra)
 
 
 def _metrics(run):
